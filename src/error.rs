@@ -1,0 +1,124 @@
+//! Errors returned by the writer and by configuration.
+
+use core::fmt;
+
+use crate::slot::SlotKey;
+
+/// Why a request was refused. Every refusal leaves the slots, caches and
+/// generations exactly as they were.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    /// The configuration is unusable (no address space, or no slot).
+    InvalidConfig,
+    /// Another writer is alive; there is exactly one at a time.
+    WriterBusy,
+    /// Flag bits outside `LOG_DIRTY_PAGES | READONLY`.
+    UnknownFlags {
+        /// The bits given.
+        bits: u32,
+    },
+    /// `READONLY` may not be toggled on an existing slot.
+    ReadonlyToggle {
+        /// The slot.
+        key: SlotKey,
+    },
+    /// The size is not a multiple of the page size.
+    UnalignedSize {
+        /// The size given, in bytes.
+        size: u64,
+    },
+    /// The guest physical address is not page aligned.
+    UnalignedGpa {
+        /// The address given.
+        gpa: u64,
+    },
+    /// The host virtual address is not page aligned.
+    UnalignedHva {
+        /// The address given.
+        hva: u64,
+    },
+    /// The guest range wraps around the end of the guest address space.
+    GpaWraps,
+    /// The host range wraps around the end of the host address space.
+    HvaWraps,
+    /// More than `MAX_SLOT_PAGES` (2^31 - 1) pages in one slot.
+    SlotTooLarge {
+        /// The pages asked for.
+        npages: u64,
+    },
+    /// A new slot of zero pages (a size of zero means delete in
+    /// `set_region`).
+    EmptySlot,
+    /// The total number of pages in all slots would pass the configured limit.
+    TotalPagesExceeded {
+        /// The configured limit.
+        limit: u64,
+    },
+    /// The slot id is not below the configured number of slots.
+    InvalidSlotId {
+        /// The id given.
+        id: u32,
+    },
+    /// The address space does not exist.
+    InvalidAddressSpace {
+        /// The address space given.
+        as_id: u32,
+    },
+    /// No slot with this key exists.
+    NoSuchSlot {
+        /// The key given.
+        key: SlotKey,
+    },
+    /// `create` of a slot id that is already in use.
+    SlotExists {
+        /// The key given.
+        key: SlotKey,
+    },
+    /// An existing slot's size may not change (delete and re-create it).
+    Resize {
+        /// The slot.
+        key: SlotKey,
+    },
+    /// An existing slot's host address may not change (delete and re-create
+    /// it).
+    HvaChange {
+        /// The slot.
+        key: SlotKey,
+    },
+    /// The new guest range overlaps another slot of the same address space.
+    Overlap {
+        /// The slot being created or moved.
+        key: SlotKey,
+        /// The slot it collides with.
+        with: SlotKey,
+    },
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::InvalidConfig => write!(f, "configuration needs at least one address space and one slot"),
+            Error::WriterBusy => write!(f, "another writer is active"),
+            Error::UnknownFlags { bits } => write!(f, "unknown slot flag bits {bits:#x}"),
+            Error::ReadonlyToggle { key } => write!(f, "READONLY cannot change on existing slot {key}"),
+            Error::UnalignedSize { size } => write!(f, "size {size:#x} is not page aligned"),
+            Error::UnalignedGpa { gpa } => write!(f, "guest address {gpa:#x} is not page aligned"),
+            Error::UnalignedHva { hva } => write!(f, "host address {hva:#x} is not page aligned"),
+            Error::GpaWraps => write!(f, "guest range wraps the guest address space"),
+            Error::HvaWraps => write!(f, "host range wraps the host address space"),
+            Error::SlotTooLarge { npages } => write!(f, "{npages} pages exceed the per-slot maximum"),
+            Error::EmptySlot => write!(f, "a slot needs at least one page"),
+            Error::TotalPagesExceeded { limit } => write!(f, "total pages would exceed the limit of {limit}"),
+            Error::InvalidSlotId { id } => write!(f, "slot id {id} is out of range"),
+            Error::InvalidAddressSpace { as_id } => write!(f, "address space {as_id} does not exist"),
+            Error::NoSuchSlot { key } => write!(f, "no slot {key}"),
+            Error::SlotExists { key } => write!(f, "slot {key} already exists"),
+            Error::Resize { key } => write!(f, "slot {key} cannot be resized"),
+            Error::HvaChange { key } => write!(f, "slot {key} cannot change its host address"),
+            Error::Overlap { key, with } => write!(f, "slot {key} would overlap slot {with}"),
+        }
+    }
+}
+
+impl core::error::Error for Error {}

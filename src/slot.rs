@@ -1,0 +1,242 @@
+//! Slots: one contiguous guest range backed by one contiguous host range.
+
+use core::fmt;
+use core::ops::Range;
+
+use crate::addr::{Gfn, Hva, PAGE_SHIFT};
+
+/// Slot flags, with KVM's bit values.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Flags(u32);
+
+impl Flags {
+    /// Dirty pages are logged.
+    pub const LOG_DIRTY_PAGES: Flags = Flags(1 << 0);
+    /// The guest may not write through this slot.
+    pub const READONLY: Flags = Flags(1 << 1);
+    /// Internal: the slot is being deleted or moved; lookups do not return it.
+    pub(crate) const INVALID: Flags = Flags(1 << 16);
+    /// The bits a caller may set.
+    pub(crate) const USER_MASK: u32 = Self::LOG_DIRTY_PAGES.0 | Self::READONLY.0;
+
+    /// No flags.
+    pub const fn empty() -> Flags {
+        Flags(0)
+    }
+
+    /// The flags for `bits`, or `None` if a bit is not a user flag.
+    pub const fn from_bits(bits: u32) -> Option<Flags> {
+        if bits & !Self::USER_MASK == 0 {
+            Some(Flags(bits))
+        } else {
+            None
+        }
+    }
+
+    /// The raw bits.
+    pub const fn bits(self) -> u32 {
+        self.0
+    }
+
+    /// Whether every bit of `other` is set.
+    pub const fn contains(self, other: Flags) -> bool {
+        self.0 & other.0 == other.0
+    }
+}
+
+impl core::ops::BitOr for Flags {
+    type Output = Flags;
+    fn bitor(self, rhs: Flags) -> Flags {
+        Flags(self.0 | rhs.0)
+    }
+}
+
+impl fmt::Debug for Flags {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names =
+            [(Flags::LOG_DIRTY_PAGES, "LOG_DIRTY_PAGES"), (Flags::READONLY, "READONLY"), (Flags::INVALID, "INVALID")];
+        let mut list = f.debug_set();
+        for (flag, name) in names {
+            if self.contains(flag) {
+                list.entry(&format_args!("{name}"));
+            }
+        }
+        list.finish()
+    }
+}
+
+/// Names a slot: its id within its address space.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SlotKey {
+    /// The slot id, below the configured number of slots.
+    pub id: u16,
+    /// The address space.
+    pub as_id: u16,
+}
+
+impl fmt::Display for SlotKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.as_id, self.id)
+    }
+}
+
+/// A slot as the caller describes it to `Writer::create`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Region {
+    /// The slot id.
+    pub id: u16,
+    /// The address space.
+    pub as_id: u16,
+    /// The first guest frame.
+    pub base_gfn: Gfn,
+    /// The number of pages.
+    pub npages: u64,
+    /// The host address backing `base_gfn`; page aligned.
+    pub hva: Hva,
+    /// `LOG_DIRTY_PAGES` and/or `READONLY`.
+    pub flags: Flags,
+}
+
+impl Region {
+    /// The slot's key.
+    pub const fn key(&self) -> SlotKey {
+        SlotKey { id: self.id, as_id: self.as_id }
+    }
+
+    /// One past the last guest frame.
+    pub const fn end_gfn(&self) -> Gfn {
+        self.base_gfn + self.npages
+    }
+}
+
+/// A slot as readers see it. Immutable once readers can reach it: a change
+/// makes a new `Slot`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Slot {
+    region: Region,
+}
+
+impl Slot {
+    pub(crate) fn new(region: Region) -> Slot {
+        Slot { region }
+    }
+
+    /// The slot's description.
+    pub fn region(&self) -> &Region {
+        &self.region
+    }
+
+    /// The slot id.
+    pub fn id(&self) -> u16 {
+        self.region.id
+    }
+
+    /// The address space.
+    pub fn as_id(&self) -> u16 {
+        self.region.as_id
+    }
+
+    /// The slot's key.
+    pub fn key(&self) -> SlotKey {
+        self.region.key()
+    }
+
+    /// The first guest frame.
+    pub fn base_gfn(&self) -> Gfn {
+        self.region.base_gfn
+    }
+
+    /// The number of pages.
+    pub fn npages(&self) -> u64 {
+        self.region.npages
+    }
+
+    /// One past the last guest frame.
+    pub fn end_gfn(&self) -> Gfn {
+        self.region.end_gfn()
+    }
+
+    /// The guest frames of the slot.
+    pub fn gfns(&self) -> Range<Gfn> {
+        self.region.base_gfn..self.end_gfn()
+    }
+
+    /// The host address backing the first frame.
+    pub fn hva(&self) -> Hva {
+        self.region.hva
+    }
+
+    /// The host addresses backing the slot.
+    pub fn hva_range(&self) -> Range<Hva> {
+        self.region.hva..self.region.hva + (self.region.npages << PAGE_SHIFT)
+    }
+
+    /// The slot's flags.
+    pub fn flags(&self) -> Flags {
+        self.region.flags
+    }
+
+    /// Whether `gfn` falls inside the slot.
+    #[inline]
+    pub fn contains(&self, gfn: Gfn) -> bool {
+        gfn.wrapping_sub(self.region.base_gfn) < self.region.npages
+    }
+
+    /// The host address of `gfn`, if the slot holds it.
+    #[inline]
+    pub fn gfn_to_hva(&self, gfn: Gfn) -> Option<Hva> {
+        let offset = gfn.wrapping_sub(self.region.base_gfn);
+        (offset < self.region.npages).then(|| self.region.hva + (offset << PAGE_SHIFT))
+    }
+
+    pub(crate) fn is_invalid(&self) -> bool {
+        self.region.flags.contains(Flags::INVALID)
+    }
+}
+
+/// A pointer to a slot object shared by both sets of an address space.
+///
+/// The writer allocates slot objects and frees them once no set or cache can
+/// hand them out and a grace period has passed (DESIGN.md, invariant 3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SlotPtr(core::ptr::NonNull<Slot>);
+
+// SAFETY: a slot is immutable while shared (invariant 3), so the pointer may be
+// sent to and used from any thread; `Slot` itself is `Send + Sync`.
+unsafe impl Send for SlotPtr {}
+// SAFETY: as above.
+unsafe impl Sync for SlotPtr {}
+
+impl SlotPtr {
+    pub(crate) fn alloc(region: Region) -> SlotPtr {
+        let boxed = alloc::boxed::Box::new(Slot::new(region));
+        SlotPtr(core::ptr::NonNull::from(alloc::boxed::Box::leak(boxed)))
+    }
+
+    pub(crate) fn from_raw(ptr: *mut Slot) -> Option<SlotPtr> {
+        core::ptr::NonNull::new(ptr).map(SlotPtr)
+    }
+
+    pub(crate) fn as_raw(self) -> *mut Slot {
+        self.0.as_ptr()
+    }
+
+    /// # Safety
+    /// The slot must stay allocated for `'a`: it is reachable from a set the
+    /// caller holds (under a guard, or as the writer).
+    pub(crate) unsafe fn get<'a>(self) -> &'a Slot {
+        // SAFETY: allocated by `alloc` and, per the caller, not freed yet.
+        unsafe { self.0.as_ref() }
+    }
+
+    /// # Safety
+    /// No set and no cache can hand the slot out any more, and a grace period
+    /// has passed since that became true; the pointer is not used again.
+    pub(crate) unsafe fn free(self) {
+        // SAFETY: allocated by `alloc` as a Box; per the caller no reference
+        // to it remains.
+        drop(unsafe { alloc::boxed::Box::from_raw(self.0.as_ptr()) });
+    }
+}
+
+static_assertions::assert_impl_all!(Slot: Send, Sync);
