@@ -1,0 +1,226 @@
+//! A plain reference model of the slot map: a Vec of regions and linear
+//! scans, with KVM's validation rules written out again independently.
+
+#![allow(dead_code)]
+
+use memslots::{Change, Config, Error, Flags, Region, SlotKey, MAX_SLOT_PAGES};
+
+const PAGE: u64 = 4096;
+
+#[derive(Clone, Debug, Default)]
+pub struct Model {
+    pub config: Config,
+    pub slots: Vec<Region>,
+}
+
+impl Model {
+    pub fn new(config: Config) -> Model {
+        Model { config, slots: Vec::new() }
+    }
+
+    fn find(&self, key: SlotKey) -> Option<usize> {
+        self.slots.iter().position(|r| r.key() == key)
+    }
+
+    fn total(&self) -> u64 {
+        self.slots.iter().map(|r| r.npages).sum()
+    }
+
+    fn check_key(&self, key: SlotKey) -> Result<(), Error> {
+        if key.as_id >= self.config.address_spaces {
+            return Err(Error::InvalidAddressSpace { as_id: key.as_id.into() });
+        }
+        if key.id >= self.config.max_slots {
+            return Err(Error::InvalidSlotId { id: key.id.into() });
+        }
+        Ok(())
+    }
+
+    fn check_frames(base_gfn: u64, npages: u64) -> Result<(), Error> {
+        if npages > MAX_SLOT_PAGES {
+            return Err(Error::SlotTooLarge { npages });
+        }
+        if base_gfn >= 1 << 52 {
+            return Err(Error::GpaWraps);
+        }
+        Ok(())
+    }
+
+    pub fn set_region(
+        &mut self,
+        id: u32,
+        as_id: u32,
+        gpa: u64,
+        size: u64,
+        hva: u64,
+        flags: u32,
+    ) -> Result<Change, Error> {
+        if flags & !3 != 0 {
+            return Err(Error::UnknownFlags { bits: flags });
+        }
+        if size % PAGE != 0 {
+            return Err(Error::UnalignedSize { size });
+        }
+        if gpa % PAGE != 0 {
+            return Err(Error::UnalignedGpa { gpa });
+        }
+        if hva % PAGE != 0 {
+            return Err(Error::UnalignedHva { hva });
+        }
+        if u128::from(hva) + u128::from(size) > u128::from(u64::MAX) {
+            return Err(Error::HvaWraps);
+        }
+        if as_id >= u32::from(self.config.address_spaces) {
+            return Err(Error::InvalidAddressSpace { as_id });
+        }
+        if id >= u32::from(self.config.max_slots) {
+            return Err(Error::InvalidSlotId { id });
+        }
+        if u128::from(gpa) + u128::from(size) > u128::from(u64::MAX) {
+            return Err(Error::GpaWraps);
+        }
+        let npages = size / PAGE;
+        if npages > MAX_SLOT_PAGES {
+            return Err(Error::SlotTooLarge { npages });
+        }
+        let key = SlotKey { id: id as u16, as_id: as_id as u16 };
+        let old = self.find(key);
+        if npages == 0 {
+            let i = old.ok_or(Error::NoSuchSlot { key })?;
+            self.slots.remove(i);
+            return Ok(Change::Deleted);
+        }
+        let new = Region {
+            id: key.id,
+            as_id: key.as_id,
+            base_gfn: gpa / PAGE,
+            npages,
+            hva,
+            flags: Flags::from_bits(flags).unwrap(),
+        };
+        let change = match old {
+            None => {
+                let limit = self.config.max_total_pages;
+                if u128::from(self.total()) + u128::from(npages) > u128::from(limit) {
+                    return Err(Error::TotalPagesExceeded { limit });
+                }
+                Change::Created
+            }
+            Some(i) => {
+                let old = self.slots[i];
+                if old.hva != hva {
+                    return Err(Error::HvaChange { key });
+                }
+                if old.npages != npages {
+                    return Err(Error::Resize { key });
+                }
+                if old.flags.contains(Flags::READONLY) != new.flags.contains(Flags::READONLY) {
+                    return Err(Error::ReadonlyToggle { key });
+                }
+                if old.base_gfn != new.base_gfn {
+                    Change::Moved
+                } else if old.flags != new.flags {
+                    Change::FlagsChanged
+                } else {
+                    return Ok(Change::Unchanged);
+                }
+            }
+        };
+        if matches!(change, Change::Created | Change::Moved) {
+            let mut colliding: Vec<&Region> = self
+                .slots
+                .iter()
+                .filter(|r| r.as_id == new.as_id && r.id != new.id)
+                .filter(|r| r.base_gfn < new.end_gfn() && new.base_gfn < r.end_gfn())
+                .collect();
+            colliding.sort_by_key(|r| r.base_gfn);
+            if let Some(with) = colliding.first() {
+                return Err(Error::Overlap { key, with: with.key() });
+            }
+        }
+        match old {
+            Some(i) => self.slots[i] = new,
+            None => self.slots.push(new),
+        }
+        Ok(change)
+    }
+
+    fn apply(&mut self, r: &Region) -> Result<Change, Error> {
+        self.set_region(r.id.into(), r.as_id.into(), r.base_gfn * PAGE, r.npages * PAGE, r.hva, r.flags.bits())
+    }
+
+    fn existing(&self, key: SlotKey) -> Result<Region, Error> {
+        self.check_key(key)?;
+        self.find(key).map(|i| self.slots[i]).ok_or(Error::NoSuchSlot { key })
+    }
+
+    pub fn create(&mut self, r: Region) -> Result<(), Error> {
+        self.check_key(r.key())?;
+        if r.npages == 0 {
+            return Err(Error::EmptySlot);
+        }
+        if self.find(r.key()).is_some() {
+            return Err(Error::SlotExists { key: r.key() });
+        }
+        Self::check_frames(r.base_gfn, r.npages)?;
+        self.apply(&r).map(drop)
+    }
+
+    pub fn delete(&mut self, key: SlotKey) -> Result<(), Error> {
+        let old = self.existing(key)?;
+        self.set_region(key.id.into(), key.as_id.into(), old.base_gfn * PAGE, 0, old.hva, old.flags.bits()).map(drop)
+    }
+
+    pub fn move_to(&mut self, key: SlotKey, base_gfn: u64) -> Result<(), Error> {
+        let old = self.existing(key)?;
+        Self::check_frames(base_gfn, old.npages)?;
+        self.apply(&Region { base_gfn, ..old }).map(drop)
+    }
+
+    pub fn set_flags(&mut self, key: SlotKey, flags: Flags) -> Result<(), Error> {
+        let old = self.existing(key)?;
+        self.apply(&Region { flags, ..old }).map(drop)
+    }
+
+    pub fn lookup(&self, as_id: u16, gfn: u64) -> Option<Region> {
+        self.slots.iter().find(|r| r.as_id == as_id && r.base_gfn <= gfn && gfn < r.end_gfn()).copied()
+    }
+
+    pub fn by_id(&self, key: SlotKey) -> Option<Region> {
+        self.find(key).map(|i| self.slots[i])
+    }
+
+    pub fn in_gfn_range(&self, as_id: u16, start: u64, end: u64) -> Vec<Region> {
+        let mut v: Vec<Region> = self
+            .slots
+            .iter()
+            .filter(|r| r.as_id == as_id && r.base_gfn < end && start < r.end_gfn())
+            .copied()
+            .collect();
+        v.sort_by_key(|r| r.base_gfn);
+        v
+    }
+
+    pub fn in_hva_range(&self, as_id: u16, lo: u64, hi: u64) -> Vec<Region> {
+        let mut v: Vec<Region> = self
+            .slots
+            .iter()
+            .filter(|r| r.as_id == as_id && r.hva < hi && lo < r.hva + r.npages * PAGE)
+            .copied()
+            .collect();
+        v.sort_by_key(|r| (r.hva, r.id));
+        v
+    }
+
+    /// Gfns worth probing in `as_id`: every slot edge, its neighbours, and
+    /// the holes between.
+    pub fn probe_gfns(&self, as_id: u16) -> Vec<u64> {
+        let mut v = vec![0, u64::MAX, (1 << 52) - 1];
+        for r in self.slots.iter().filter(|r| r.as_id == as_id) {
+            for g in [r.base_gfn, r.end_gfn()] {
+                v.extend([g.wrapping_sub(1), g, g + 1]);
+            }
+        }
+        v
+    }
+}
