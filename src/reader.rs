@@ -117,6 +117,9 @@ impl<'r> View<'r> {
     /// make progress without paying for a full unpin and pin.
     pub fn repin(self) -> View<'r> {
         let View { reader, set, mut guard, .. } = self;
+        // End the access to the set before leaving the epoch (under loom the
+        // access is tracked and has a destructor).
+        #[allow(clippy::drop_non_drop)]
         drop(set);
         guard.repin();
         View::new(reader, guard)

@@ -58,13 +58,13 @@ impl Model {
         if flags & !3 != 0 {
             return Err(Error::UnknownFlags { bits: flags });
         }
-        if size % PAGE != 0 {
+        if !size.is_multiple_of(PAGE) {
             return Err(Error::UnalignedSize { size });
         }
-        if gpa % PAGE != 0 {
+        if !gpa.is_multiple_of(PAGE) {
             return Err(Error::UnalignedGpa { gpa });
         }
-        if hva % PAGE != 0 {
+        if !hva.is_multiple_of(PAGE) {
             return Err(Error::UnalignedHva { hva });
         }
         if u128::from(hva) + u128::from(size) > u128::from(u64::MAX) {
