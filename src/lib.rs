@@ -44,6 +44,7 @@ mod slot;
 mod space;
 mod sync;
 mod writer;
+mod zap;
 
 use alloc::boxed::Box;
 use alloc::sync::Arc;
@@ -56,6 +57,7 @@ pub use plan::Change;
 pub use reader::{Reader, View};
 pub use slot::{Flags, Region, Slot, SlotKey};
 pub use writer::Writer;
+pub use zap::{ZapBinner, ZapBins, FIXED_MTRR_GFNS, FULL_ZAP};
 
 use plan::Limits;
 use space::AddressSpace;

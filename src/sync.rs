@@ -66,3 +66,16 @@ mod cell {
         }
     }
 }
+
+/// One step of a spin-wait: crossbeam's exponential backoff, or under loom a
+/// yield, so the model checker knows the thread waits for another.
+#[inline]
+pub(crate) fn snooze(backoff: &crossbeam_utils::Backoff) {
+    #[cfg(loom)]
+    {
+        let _ = backoff;
+        loom::thread::yield_now();
+    }
+    #[cfg(not(loom))]
+    backoff.snooze();
+}

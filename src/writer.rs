@@ -214,7 +214,7 @@ impl Writer {
         // Acquire: pairs with the Release store in the deferred closure.
         while done.load(Ordering::Acquire) < ticket {
             self.handle.pin().flush();
-            backoff.snooze();
+            crate::sync::snooze(&backoff);
         }
     }
 
