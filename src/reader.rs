@@ -154,6 +154,7 @@ impl<'r> View<'r> {
             // SAFETY: filled in this generation, so the slot is in the viewed
             // set, which the guard keeps alive (see `set`).
             if let Some(slot) = unsafe { cached.slot.as_ref() }.filter(|slot| slot.contains(gfn)) {
+                slot.touch();
                 return Some(slot);
             }
         }
@@ -172,13 +173,13 @@ impl<'r> View<'r> {
 
     /// Exactly the slots intersecting `gfns`, in gfn order.
     pub fn slots_in_gfn_range(&self, gfns: Range<Gfn>) -> impl Iterator<Item = &Slot> + '_ {
-        self.set().in_gfn_range(gfns).filter(|slot| !slot.is_invalid())
+        self.set().in_gfn_range(gfns).filter_map(usable)
     }
 
     /// The slots whose host range intersects `hvas`, by host address; for
     /// host-side invalidation (an `munmap`, a page migrating).
     pub fn slots_in_hva_range(&self, hvas: Range<Hva>) -> impl Iterator<Item = &Slot> + '_ {
-        self.set().in_hva_range(hvas).filter(|slot| !slot.is_invalid())
+        self.set().in_hva_range(hvas).filter_map(usable)
     }
 
     /// The slot with id `id`.
@@ -188,12 +189,13 @@ impl<'r> View<'r> {
 
     /// Every usable slot, by id.
     pub fn slots(&self) -> impl Iterator<Item = &Slot> + '_ {
-        self.set().slots().filter(|slot| !slot.is_invalid())
+        self.set().slots().filter_map(usable)
     }
 }
 
 /// A slot a lookup may return: not one being deleted or moved.
 #[inline]
 fn usable(slot: &Slot) -> Option<&Slot> {
+    slot.touch();
     (!slot.is_invalid()).then_some(slot)
 }

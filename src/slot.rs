@@ -111,14 +111,30 @@ impl Region {
 
 /// A slot as readers see it. Immutable once readers can reach it: a change
 /// makes a new `Slot`.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Slot {
     region: Region,
+    /// Under loom, a tracked cell that readers read whenever a slot is
+    /// handed out and the writer writes before freeing it, so the model
+    /// checker reports any reader access that is not ordered before the free.
+    #[cfg(loom)]
+    liveness: crate::sync::UnsafeCell<()>,
 }
 
 impl Slot {
     pub(crate) fn new(region: Region) -> Slot {
-        Slot { region }
+        Slot {
+            region,
+            #[cfg(loom)]
+            liveness: crate::sync::UnsafeCell::new(()),
+        }
+    }
+
+    /// Marks a read of the slot by a reader (a no-op outside loom).
+    #[inline]
+    pub(crate) fn touch(&self) {
+        #[cfg(loom)]
+        drop(self.liveness.get());
     }
 
     /// The slot's description.
@@ -235,8 +251,16 @@ impl SlotPtr {
     pub(crate) unsafe fn free(self) {
         // SAFETY: allocated by `alloc` as a Box; per the caller no reference
         // to it remains.
-        drop(unsafe { alloc::boxed::Box::from_raw(self.0.as_ptr()) });
+        let slot = unsafe { alloc::boxed::Box::from_raw(self.0.as_ptr()) };
+        #[cfg(loom)]
+        drop(slot.liveness.get_mut());
+        drop(slot);
     }
 }
+
+// SAFETY: under loom the liveness cell is only read through tracked shared
+// accesses and written once, by the writer, when nothing can reach the slot.
+#[cfg(loom)]
+unsafe impl Sync for Slot {}
 
 static_assertions::assert_impl_all!(Slot: Send, Sync);

@@ -32,11 +32,20 @@ pub struct Writer {
     // belongs to (see `Inner`).
     handle: LocalHandle,
     inner: Arc<Inner>,
+    /// Loom's negative control: skip the grace-period wait, which the model
+    /// checker must then catch.
+    #[cfg(loom)]
+    skip_grace_period: bool,
 }
 
 impl Writer {
     pub(crate) fn new(inner: Arc<Inner>) -> Writer {
-        Writer { handle: inner.collector.register(), inner }
+        Writer {
+            handle: inner.collector.register(),
+            inner,
+            #[cfg(loom)]
+            skip_grace_period: false,
+        }
     }
 
     /// Adds a slot. Fails with [`Error::SlotExists`] if its id is taken, and
@@ -90,6 +99,14 @@ impl Writer {
         flags: u32,
     ) -> Result<Change, Error> {
         self.apply(RawRegion { id, as_id, gpa, size, hva, flags })
+    }
+
+    /// Loom's negative control: a writer that skips the grace-period wait.
+    /// The protocol is then broken, and the loom suite expects to catch it.
+    #[cfg(loom)]
+    #[doc(hidden)]
+    pub fn loom_skip_grace_period(&mut self) {
+        self.skip_grace_period = true;
     }
 
     /// The region of an existing slot, after checking its key.
@@ -193,6 +210,10 @@ impl Writer {
     /// was deferred are gone; it only stores a flag, so a reader that runs it
     /// during its own `pin` does a bounded amount of work and frees nothing.
     fn wait_grace_period(&self) {
+        #[cfg(loom)]
+        if self.skip_grace_period {
+            return;
+        }
         assert!(!self.handle.is_pinned(), "grace-period wait while pinned would deadlock");
         let done = &self.inner.grace_done;
         // Relaxed: only the writer advances the ticket, and every earlier
