@@ -121,6 +121,14 @@ pub struct Slot {
     liveness: crate::sync::UnsafeCell<()>,
 }
 
+impl PartialEq for Slot {
+    fn eq(&self, other: &Slot) -> bool {
+        self.region == other.region
+    }
+}
+
+impl Eq for Slot {}
+
 impl Slot {
     pub(crate) fn new(region: Region) -> Slot {
         Slot {
