@@ -106,9 +106,9 @@ impl<'r> View<'r> {
 
     #[inline]
     fn set(&self) -> &Set {
-        // SAFETY: the guard pins this thread, and the set was active after the
-        // pin; the writer edits a set only a grace period after it stopped
-        // being active, and that grace period waits for this guard.
+        // The writer edits a set only a grace period after it stopped being
+        // active, and that grace period waits for this view's guard.
+        // SAFETY: pinned, and the set was active after the pin (see above).
         unsafe { self.set.deref() }
     }
 

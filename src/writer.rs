@@ -220,15 +220,12 @@ impl Writer {
         // ticket's store has been seen by an earlier wait.
         let ticket = done.load(Ordering::Relaxed) + 1;
         let guard = self.handle.pin();
-        // SAFETY: the closure borrows `Inner::grace_done`, which outlives every
-        // deferred closure: `Inner` drops its collector first, and dropping
-        // the collector runs what is still pending.
-        unsafe {
-            // Release: pairs with the Acquire load below, so the readers'
-            // accesses that the epoch advance waited for happen before the
-            // writer's next edit.
-            guard.defer_unchecked(move || done.store(ticket, Ordering::Release));
-        }
+        // The closure borrows `Inner::grace_done`. `Inner` drops its collector
+        // first, and dropping the collector runs what is still pending.
+        // Release: pairs with the Acquire load below, so the readers' accesses
+        // that the epoch advance waited for happen before the next edit.
+        // SAFETY: `grace_done` outlives every deferred closure (see above).
+        unsafe { guard.defer_unchecked(move || done.store(ticket, Ordering::Release)) };
         guard.flush();
         drop(guard);
         let backoff = Backoff::new();
@@ -248,10 +245,10 @@ impl Writer {
     fn free(&self, slot: SlotPtr) {
         // Relaxed: a statistic; only the writer changes it.
         self.inner.slot_objects.fetch_sub(1, Ordering::Relaxed);
-        // SAFETY: callers free a slot only after it left both sets and the
-        // last-used caches (`Set::replace` moves them) and a grace period
-        // passed; per-vCPU caches are trusted only for the generation they
-        // were filled in, which never comes back.
+        // Callers free a slot only after it left both sets and the last-used
+        // caches (`Set::replace` moves them) and a grace period passed;
+        // per-vCPU caches are trusted only in the generation they were filled.
+        // SAFETY: nothing can reach the slot any more (see above).
         unsafe { slot.free() };
     }
 

@@ -23,6 +23,19 @@ fn state(slot: Option<&Slot>) -> Option<(u64, Flags)> {
     slot.map(|s| (s.base_gfn(), s.flags()))
 }
 
+/// Runs `read` on a reader thread while the model's thread applies `write`,
+/// then checks the live slot objects.
+fn against_writer(read: impl FnOnce(Memslots) + Send + 'static, write: impl FnOnce(&mut Writer), objects: usize) {
+    let (slots, mut w) = setup();
+    let reader = {
+        let slots = slots.clone();
+        thread::spawn(move || read(slots))
+    };
+    write(&mut w);
+    reader.join().unwrap();
+    assert_eq!(slots.slot_objects(), objects);
+}
+
 /// Model 1 body: a flags change (swap, grace period, catch-up, free) against
 /// `readers` readers, each of which must see the old or the new slot, the
 /// same one for every lookup under one view.
@@ -98,21 +111,15 @@ fn model1_negative_control_without_grace_period() {
 #[test]
 fn model2_move_through_invalid() {
     loom_tests::check(2, || {
-        let (slots, mut w) = setup();
-        let reader = {
-            let slots = slots.clone();
-            thread::spawn(move || {
-                let reader = slots.reader();
-                let view = reader.pin();
-                let old = state(view.gfn_to_slot(1));
-                let new = state(view.gfn_to_slot(0x101));
-                assert!(old.is_none() || new.is_none(), "both places at once: {old:?} {new:?}");
-                assert_eq!(view.slots_in_gfn_range(0..0x200).count(), usize::from(old.is_some() || new.is_some()));
-            })
+        let read = |slots: Memslots| {
+            let reader = slots.reader();
+            let view = reader.pin();
+            let old = state(view.gfn_to_slot(1));
+            let new = state(view.gfn_to_slot(0x101));
+            assert!(old.is_none() || new.is_none(), "both places at once: {old:?} {new:?}");
+            assert_eq!(view.slots_in_gfn_range(0..0x200).count(), usize::from(old.is_some() || new.is_some()));
         };
-        w.move_to(KEY, 0x100).unwrap();
-        reader.join().unwrap();
-        assert_eq!(slots.slot_objects(), 1);
+        against_writer(read, |w| w.move_to(KEY, 0x100).unwrap(), 1);
     });
 }
 
@@ -120,20 +127,14 @@ fn model2_move_through_invalid() {
 #[test]
 fn model2_delete_through_invalid() {
     loom_tests::check(2, || {
-        let (slots, mut w) = setup();
-        let reader = {
-            let slots = slots.clone();
-            thread::spawn(move || {
-                let reader = slots.device_reader();
-                let view = reader.pin();
-                let seen = state(view.gfn_to_slot(1));
-                assert!(seen.is_none() || seen == Some((0, Flags::empty())));
-                assert_eq!(view.slot_by_id(0).is_some(), seen.is_some());
-            })
+        let read = |slots: Memslots| {
+            let reader = slots.device_reader();
+            let view = reader.pin();
+            let seen = state(view.gfn_to_slot(1));
+            assert!(seen.is_none() || seen == Some((0, Flags::empty())));
+            assert_eq!(view.slot_by_id(0).is_some(), seen.is_some());
         };
-        w.delete(KEY).unwrap();
-        reader.join().unwrap();
-        assert_eq!(slots.slot_objects(), 0);
+        against_writer(read, |w| w.delete(KEY).unwrap(), 0);
     });
 }
 
@@ -143,23 +144,18 @@ fn model2_delete_through_invalid() {
 #[test]
 fn model3_last_used_cache() {
     loom_tests::check(2, || {
-        let (slots, mut w) = setup();
-        let reader = {
-            let slots = slots.clone();
-            thread::spawn(move || {
-                let reader = slots.device_reader();
-                for _ in 0..2 {
-                    let view = reader.pin();
-                    let old = state(view.gfn_to_slot(1));
-                    let new = state(view.gfn_to_slot(0x101));
-                    let again = state(view.gfn_to_slot(1));
-                    assert_eq!(old, again, "the cache changed what a view sees");
-                    assert!(old.is_none() || new.is_none());
-                }
-            })
+        let read = |slots: Memslots| {
+            let reader = slots.device_reader();
+            for _ in 0..2 {
+                let view = reader.pin();
+                let old = state(view.gfn_to_slot(1));
+                let new = state(view.gfn_to_slot(0x101));
+                let again = state(view.gfn_to_slot(1));
+                assert_eq!(old, again, "the cache changed what a view sees");
+                assert!(old.is_none() || new.is_none());
+            }
         };
-        w.move_to(KEY, 0x100).unwrap();
-        reader.join().unwrap();
+        against_writer(read, |w| w.move_to(KEY, 0x100).unwrap(), 1);
     });
 }
 
@@ -169,21 +165,19 @@ fn model3_last_used_cache() {
 #[test]
 fn model4_vcpu_cache_generation() {
     loom_tests::check(2, || {
-        let (slots, mut w) = setup();
-        let reader = {
-            let slots = slots.clone();
-            thread::spawn(move || {
-                let reader = slots.reader();
-                for _ in 0..2 {
-                    let view = reader.pin();
-                    let cached = view.gfn_to_slot(1).map(|s| s as *const Slot);
-                    let in_set = view.slots_in_gfn_range(1..2).next().map(|s| s as *const Slot);
-                    assert_eq!(cached, in_set, "the vCPU cache disagrees with the viewed set");
-                }
-            })
+        let read = |slots: Memslots| {
+            let reader = slots.reader();
+            for _ in 0..2 {
+                let view = reader.pin();
+                let cached = view.gfn_to_slot(1).map(|s| s as *const Slot);
+                let in_set = view.slots_in_gfn_range(1..2).next().map(|s| s as *const Slot);
+                assert_eq!(cached, in_set, "the vCPU cache disagrees with the viewed set");
+            }
         };
-        w.move_to(KEY, 0x100).unwrap();
-        w.move_to(KEY, 0).unwrap();
-        reader.join().unwrap();
+        let write = |w: &mut Writer| {
+            w.move_to(KEY, 0x100).unwrap();
+            w.move_to(KEY, 0).unwrap();
+        };
+        against_writer(read, write, 1);
     });
 }
