@@ -4,21 +4,13 @@
 
 mod common;
 
+use common::agree::{apply, check, Op};
 use common::model::Model;
-use memslots::{Config, Flags, Memslots, Reader, Region, SlotKey, Writer};
+use memslots::{Config, Flags, Memslots, Region, SlotKey};
 use proptest::prelude::*;
 
 const CONFIG: Config = Config { address_spaces: 2, max_slots: 8, max_total_pages: 2000 };
 const HVA: u64 = 0x10_0000_0000;
-
-#[derive(Clone, Debug)]
-enum Op {
-    Create(Region),
-    Delete(SlotKey),
-    Move(SlotKey, u64),
-    SetFlags(SlotKey, Flags),
-    SetRegion { id: u32, as_id: u32, gpa: u64, size: u64, hva: u64, flags: u32 },
-}
 
 fn key() -> impl Strategy<Value = SlotKey> {
     (0u16..10, prop_oneof![9 => 0u16..2, 1 => 2u16..4]).prop_map(|(id, as_id)| SlotKey { id, as_id })
@@ -62,62 +54,8 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-fn apply(w: &mut Writer, m: &mut Model, op: &Op) -> Result<(), TestCaseError> {
-    let (got, want) = match *op {
-        Op::Create(r) => (w.create(r), m.create(r)),
-        Op::Delete(k) => (w.delete(k), m.delete(k)),
-        Op::Move(k, g) => (w.move_to(k, g), m.move_to(k, g)),
-        Op::SetFlags(k, f) => (w.set_flags(k, f), m.set_flags(k, f)),
-        Op::SetRegion { id, as_id, gpa, size, hva, flags } => {
-            let got = w.set_region(id, as_id, gpa, size, hva, flags);
-            let want = m.set_region(id, as_id, gpa, size, hva, flags);
-            prop_assert_eq!(got, want);
-            return Ok(());
-        }
-    };
-    prop_assert_eq!(got, want);
-    Ok(())
-}
-
-fn regions<'a>(it: impl Iterator<Item = &'a memslots::Slot>) -> Vec<Region> {
-    it.map(|s| *s.region()).collect()
-}
-
-fn check(slots: &Memslots, readers: &mut [Reader], m: &Model, probes: &[(u64, u64)]) -> Result<(), TestCaseError> {
-    prop_assert_eq!(slots.slot_objects(), m.slots.len());
-    prop_assert_eq!(slots.total_pages(), m.slots.iter().map(|r| r.npages).sum::<u64>());
-    for as_id in 0..CONFIG.address_spaces {
-        let mut gfns = m.probe_gfns(as_id);
-        gfns.extend(probes.iter().map(|p| p.0));
-        for reader in readers.iter_mut() {
-            reader.set_address_space(as_id).unwrap();
-            let view = reader.pin();
-            // Twice, so the second round goes through the caches.
-            for _ in 0..2 {
-                for &g in &gfns {
-                    prop_assert_eq!(view.gfn_to_slot(g).map(|s| *s.region()), m.lookup(as_id, g), "gfn {:#x}", g);
-                }
-            }
-            for id in 0..CONFIG.max_slots {
-                let k = SlotKey { id, as_id };
-                prop_assert_eq!(view.slot_by_id(id).map(|s| *s.region()), m.by_id(k));
-            }
-            let mut all = regions(view.slots());
-            all.sort_by_key(|r| r.base_gfn);
-            prop_assert_eq!(all, m.in_gfn_range(as_id, 0, u64::MAX));
-            for &(start, len) in probes {
-                let end = start.saturating_add(len);
-                prop_assert_eq!(regions(view.slots_in_gfn_range(start..end)), m.in_gfn_range(as_id, start, end));
-                let (lo, hi) = (HVA + start * 0x800, HVA + start * 0x800 + len * 0x400);
-                prop_assert_eq!(regions(view.slots_in_hva_range(lo..hi)), m.in_hva_range(as_id, lo, hi));
-            }
-        }
-    }
-    Ok(())
-}
-
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+    #![proptest_config(common::proptest_config(1024))]
 
     #[test]
     fn crate_agrees_with_the_model(
@@ -129,8 +67,8 @@ proptest! {
         let mut readers = [slots.reader(), slots.device_reader()];
         let mut m = Model::new(CONFIG);
         for op in &ops {
-            apply(&mut w, &mut m, op)?;
-            check(&slots, &mut readers, &m, &probes)?;
+            apply(&mut w, &mut m, op).map_err(TestCaseError::fail)?;
+            check(&slots, &mut readers, &m, &probes, HVA).map_err(TestCaseError::fail)?;
         }
     }
 }

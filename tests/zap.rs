@@ -11,6 +11,10 @@ use std::sync::Mutex;
 use memslots::{ZapBinner, ZapBins, FIXED_MTRR_GFNS, FULL_ZAP, GFN_LIMIT};
 use proptest::prelude::*;
 
+mod common;
+
+use common::zap_model::ZapModel;
+
 fn zaps(bins: &ZapBins) -> Vec<Range<u64>> {
     bins.zaps().collect()
 }
@@ -75,55 +79,12 @@ fn the_sixteenth_range_falls_back_to_a_full_zap() {
     assert_eq!(zaps(&bins), [FULL_ZAP]);
 }
 
-/// The model: an unbounded list of merged ranges; the bins must equal it
-/// until it would need a 16th variable entry, and be full from then on.
-#[derive(Default)]
-struct Model {
-    fixed: bool,
-    full: bool,
-    merged: Vec<Range<u64>>,
-}
-
-impl Model {
-    fn add(&mut self, r: Range<u64>) {
-        let (mut s, e) = (r.start, r.end.min(GFN_LIMIT));
-        if s >= e || self.full {
-            return;
-        }
-        if s < 0x100 {
-            self.fixed = true;
-            s = 0x100;
-        }
-        if s >= e {
-            return;
-        }
-        let mut all = std::mem::take(&mut self.merged);
-        all.push(s..e);
-        all.sort_by_key(|r| r.start);
-        for r in all {
-            match self.merged.last_mut() {
-                Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
-                _ => self.merged.push(r),
-            }
-        }
-        if self.merged.len() > 15 {
-            *self = Model { full: true, ..Model::default() };
-        }
-    }
-
-    fn zaps(&self) -> Vec<Range<u64>> {
-        if self.full {
-            return vec![FULL_ZAP];
-        }
-        self.fixed.then_some(FIXED_MTRR_GFNS).into_iter().chain(self.merged.iter().cloned()).collect()
-    }
-}
-
 proptest! {
+    #![proptest_config(common::proptest_config(256))]
     #[test]
     fn bins_agree_with_the_model(ranges in proptest::collection::vec((0u64..0x400, 0u64..0x40), 0..40)) {
         let mut bins = ZapBins::new();
-        let mut model = Model::default();
+        let mut model = ZapModel::default();
         for (start, len) in ranges {
             bins.add(start..start + len);
             model.add(start..start + len);
@@ -139,7 +100,7 @@ fn every_call_returns_after_a_covering_zap_that_started_after_it() {
     let log: Mutex<Vec<(Range<u64>, u64, bool)>> = Mutex::new(Vec::new());
     let clock = AtomicU64::new(0);
     let binner = ZapBinner::new();
-    let calls_per_thread = 20_000u64;
+    let calls_per_thread = if cfg!(miri) { 60 } else { 20_000u64 };
     std::thread::scope(|s| {
         for t in 0..3u64 {
             let (log, clock, binner) = (&log, &clock, &binner);
