@@ -36,6 +36,7 @@ extern crate alloc;
 
 mod addr;
 mod error;
+mod gfn_index;
 mod interval;
 mod plan;
 mod reader;

@@ -9,12 +9,13 @@ use alloc::collections::BTreeMap;
 use core::ops::Range;
 
 use crate::addr::Gfn;
+use crate::gfn_index::GfnIndex;
 use crate::interval::IntervalTree;
 use crate::slot::{Slot, SlotKey, SlotPtr};
 use crate::sync::{AtomicPtr, AtomicU64, Ordering};
 
 pub(crate) struct Set {
-    by_gfn: BTreeMap<Gfn, SlotPtr>,
+    by_gfn: GfnIndex<SlotPtr>,
     by_hva: IntervalTree<SlotPtr>,
     by_id: BTreeMap<u16, SlotPtr>,
     /// The slot of the last lookup made without a per-vCPU cache.
@@ -26,7 +27,7 @@ pub(crate) struct Set {
 impl Set {
     pub(crate) fn new(generation: u64) -> Set {
         Set {
-            by_gfn: BTreeMap::new(),
+            by_gfn: GfnIndex::new(),
             by_hva: IntervalTree::new(),
             by_id: BTreeMap::new(),
             last_used: AtomicPtr::new(core::ptr::null_mut()),
@@ -37,7 +38,7 @@ impl Set {
     /// The slot whose range holds `gfn`, INVALID ones included.
     #[inline]
     pub(crate) fn search(&self, gfn: Gfn) -> Option<&Slot> {
-        let (_, &slot) = self.by_gfn.range(..=gfn).next_back()?;
+        let slot = self.by_gfn.floor(gfn)?;
         // SAFETY: a slot in a set outlives the borrow of the set.
         let slot = unsafe { slot.get() };
         slot.contains(gfn).then_some(slot)
@@ -69,9 +70,11 @@ impl Set {
             Some(slot) => slot.base_gfn(),
             None => gfns.start,
         };
-        let range = if first < gfns.end { first..gfns.end } else { first..first };
         // SAFETY: a slot in a set outlives the borrow of the set.
-        self.by_gfn.range(range).map(|(_, &slot)| unsafe { slot.get() })
+        self.by_gfn
+            .iter_from(first)
+            .map(|slot| unsafe { slot.get() })
+            .take_while(move |slot| slot.base_gfn() < gfns.end)
     }
 
     /// The slots whose host range intersects `hvas`, by host address.
@@ -113,7 +116,7 @@ impl Set {
         if let Some(old) = old {
             // SAFETY: `old` is in this set, so it is still allocated.
             let slot = unsafe { old.get() };
-            self.by_gfn.remove(&slot.base_gfn());
+            self.by_gfn.remove(slot.base_gfn());
             self.by_hva.remove(slot.hva(), slot.id().into());
             self.by_id.remove(&slot.id());
             let new_raw = new.map_or(core::ptr::null_mut(), SlotPtr::as_raw);

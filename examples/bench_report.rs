@@ -1,0 +1,433 @@
+//! A short run of the benchmarks (about two minutes) that writes
+//! `docs/benchmarks.md` and `docs/lookup.svg`.
+//!
+//! `cargo run --release --example bench_report`
+//!
+//! Every figure is the median of several rounds, and every implementation is
+//! measured in the same run on the same slot layouts, so the ratios hold even
+//! on a noisy machine. `cargo bench --bench lookup` measures the lookups in
+//! more depth with criterion.
+
+#[path = "../benches/common/peers.rs"]
+mod peers;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::hint::black_box;
+use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use memslots::{Flags, Memslots, SlotKey};
+use peers::*;
+use plotters::prelude::*;
+use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
+
+/// Counts live heap bytes, for the memory table.
+struct Counting;
+
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+// SAFETY: forwards to the system allocator unchanged; the counter is a
+// relaxed statistic.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: the caller's layout contract is passed through.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: `ptr` came from `alloc` above with this layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+const SIZES: [usize; 6] = [1, 8, 32, 509, 4096, 32764];
+const BATCH: usize = 4096;
+const ROUNDS: usize = 15;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p) as usize]
+}
+
+/// Median ns per lookup over `ROUNDS` rounds of `BATCH` lookups.
+fn time_lookups(mut round: impl FnMut()) -> f64 {
+    round(); // warm the caches
+    median(
+        (0..ROUNDS)
+            .map(|_| {
+                let t = Instant::now();
+                round();
+                t.elapsed().as_nanos() as f64 / BATCH as f64
+            })
+            .collect(),
+    )
+}
+
+/// Lookup medians for one implementation: (pattern, mode) -> ns per N.
+type Curves = BTreeMap<(&'static str, &'static str), Vec<f64>>;
+
+fn lookups<M: Lookup>() -> Curves {
+    let mut curves = Curves::new();
+    for n in SIZES {
+        let spans = layout(n);
+        let map = M::build(&spans);
+        for (pattern, hot) in [("uniform", false), ("hot", true)] {
+            let queries = gfns(&spans, BATCH, hot);
+            let pinned = time_lookups(|| queries.iter().for_each(|&g| _ = black_box(map.find_pinned(black_box(g)))));
+            let guard = time_lookups(|| {
+                let guard = map.guard();
+                queries.iter().for_each(|&g| _ = black_box(M::find(&guard, black_box(g))))
+            });
+            curves.entry((pattern, "pinned")).or_default().push(pinned);
+            curves.entry((pattern, "guard")).or_default().push(guard);
+        }
+    }
+    curves
+}
+
+/// Time to add `spans` one by one, in ms: the median of `rounds` builds.
+fn build_ms(rounds: usize, mut build: impl FnMut()) -> f64 {
+    median(
+        (0..rounds)
+            .map(|_| {
+                let t = Instant::now();
+                build();
+                t.elapsed().as_secs_f64() * 1e3
+            })
+            .collect(),
+    )
+}
+
+fn build_memslots(spans: &[Span]) -> Memslots {
+    let slots = Memslots::new(memslots_config()).unwrap();
+    let mut w = slots.writer().unwrap();
+    for (id, s) in spans.iter().enumerate() {
+        w.create(region(id, s)).unwrap();
+    }
+    drop(w);
+    slots
+}
+
+fn build_rwlock(spans: &[Span]) -> RwLockBTree {
+    let map = RwLockBTree(RwLock::new(BTreeMap::new()));
+    for s in spans {
+        map.0.write().unwrap().insert(s.base_gfn, *s);
+    }
+    map
+}
+
+fn build_arcswap(spans: &[Span]) -> ArcSwapVec {
+    let map = ArcSwapVec(ArcSwap::from_pointee(Vec::new()));
+    for s in spans {
+        let mut next = Vec::clone(&map.0.load());
+        next.insert(next.partition_point(|o| o.base_gfn < s.base_gfn), *s);
+        map.0.store(Arc::new(next));
+    }
+    map
+}
+
+fn build_vm_memory(spans: &[Span]) -> VmMemory {
+    let map = GuestMemoryAtomic::new(GuestMemoryMmap::new());
+    for s in spans {
+        let guard = map.lock().unwrap();
+        let next = map.memory().insert_region(vm_memory_region(s)).unwrap();
+        guard.replace(next);
+    }
+    VmMemory(map)
+}
+
+/// Median µs of one writer change at `n` slots, grace period included.
+fn single_changes(n: usize) -> [f64; 4] {
+    let spans = layout(n);
+    let slots = build_memslots(&spans[..n - 1]);
+    let mut w = slots.writer().unwrap();
+    let last = region(n - 1, &spans[n - 1]);
+    let key = SlotKey { id: last.id, as_id: 0 };
+    let far = spans[n - 1].base_gfn + 1000;
+    let mut times = [const { Vec::new() }; 4];
+    for _ in 0..301 {
+        let mut step = |i: usize, f: &mut dyn FnMut()| {
+            let t = Instant::now();
+            f();
+            times[i].push(t.elapsed().as_nanos() as f64 / 1e3);
+        };
+        step(0, &mut || w.create(last).unwrap());
+        step(1, &mut || w.move_to(key, far).unwrap());
+        step(2, &mut || w.set_flags(key, Flags::LOG_DIRTY_PAGES).unwrap());
+        step(3, &mut || w.delete(key).unwrap());
+    }
+    times.map(median)
+}
+
+/// A calibrated cycle counter: `rdtsc` costs a few ns, `Instant` tens.
+struct Tsc {
+    ns_per_tick: f64,
+    overhead: f64,
+}
+
+impl Tsc {
+    fn now() -> u64 {
+        // SAFETY: rdtsc has no preconditions on x86-64.
+        unsafe { core::arch::x86_64::_rdtsc() }
+    }
+
+    fn calibrate() -> Tsc {
+        let (t, c) = (Instant::now(), Self::now());
+        std::thread::sleep(Duration::from_millis(100));
+        let ns_per_tick = t.elapsed().as_nanos() as f64 / (Self::now() - c) as f64;
+        let empty: Vec<f64> =
+            (0..10_000).map(|_| (Self::now().wrapping_neg().wrapping_add(Self::now())) as f64).collect();
+        Tsc { ns_per_tick, overhead: median(empty) }
+    }
+
+    fn ns(&self, ticks: u64) -> f64 {
+        (ticks as f64 - self.overhead).max(0.0) * self.ns_per_tick
+    }
+}
+
+/// p50 and p99 of single pinned lookups at 509 slots while a writer thread
+/// idles (`rate` 0) or churns: moves and re-flags a slot, `rate` changes per
+/// second or as fast as it can (`u64::MAX`).
+fn churn(tsc: &Tsc, rate: u64) -> (f64, f64, u64) {
+    let spans = layout(509);
+    let slots = build_memslots(&spans);
+    let queries = gfns(&spans, BATCH, false);
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let writer = s.spawn(|| {
+            let mut w = slots.writer().unwrap();
+            let key = SlotKey { id: 508, as_id: 0 };
+            let (home, far) = (spans[508].base_gfn, spans[508].base_gfn + 1000);
+            let mut changes = 0u64;
+            let start = Instant::now();
+            while rate > 0 && !stop.load(Ordering::Relaxed) {
+                if rate != u64::MAX && changes as f64 > start.elapsed().as_secs_f64() * rate as f64 {
+                    std::hint::spin_loop();
+                    continue;
+                }
+                w.move_to(key, if changes.is_multiple_of(4) { far } else { home }).unwrap();
+                w.set_flags(key, Flags::from_bits((changes % 4 / 2) as u32).unwrap()).unwrap();
+                changes += 2;
+            }
+            changes
+        });
+        let reader = slots.reader();
+        let mut samples = Vec::with_capacity(1 << 21);
+        let end = Instant::now() + Duration::from_millis(1500);
+        while Instant::now() < end {
+            for &g in &queries {
+                let t = Tsc::now();
+                black_box(reader.pin().gfn_to_hva(black_box(g)));
+                samples.push(tsc.ns(Tsc::now() - t));
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        let changes = writer.join().unwrap();
+        samples.sort_by(f64::total_cmp);
+        (percentile(&samples, 0.5), percentile(&samples, 0.99), changes)
+    })
+}
+
+/// Live heap bytes per slot of whatever `build` returns.
+fn bytes_per_slot<T>(n: usize, build: impl FnOnce() -> T) -> f64 {
+    let before = LIVE.load(Ordering::Relaxed);
+    let built = build();
+    let bytes = LIVE.load(Ordering::Relaxed) - before;
+    drop(built);
+    bytes as f64 / n as f64
+}
+
+fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map_or("unknown", |m| m.trim_start_matches([' ', '\t', ':']));
+    let rustc = std::process::Command::new("rustc")
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let lock = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.lock")).unwrap_or_default();
+    let version = |name: &str| {
+        let key = format!("name = \"{name}\"\nversion = \"");
+        let at = lock.find(&key).map(|i| i + key.len());
+        at.and_then(|i| lock[i..].split('"').next()).unwrap_or("?").to_string()
+    };
+    format!(
+        "{model}, {} cores; {rustc}; memslots {}, vm-memory {}, arc-swap {}, crossbeam-epoch {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        env!("CARGO_PKG_VERSION"),
+        version("vm-memory"),
+        version("arc-swap"),
+        version("crossbeam-epoch"),
+    )
+}
+
+fn plot(path: &str, lines: &[(&str, &[f64])]) -> Result<(), Box<dyn std::error::Error>> {
+    let root = SVGBackend::new(path, (800, 500)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let max = lines.iter().flat_map(|l| l.1.iter().copied()).fold(1.0, f64::max);
+    let mut chart = ChartBuilder::on(&root)
+        .caption("gfn lookup, uniform random, one guard per lookup", ("sans-serif", 20))
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d((1f64..40000f64).log_scale(), (1f64..max * 1.5).log_scale())?;
+    chart.configure_mesh().x_desc("slots").y_desc("ns per lookup (median)").draw()?;
+    for (i, (name, ys)) in lines.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        let points: Vec<(f64, f64)> = SIZES.iter().map(|&n| n as f64).zip(ys.iter().copied()).collect();
+        chart
+            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
+            .label(*name)
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2)));
+        chart.draw_series(points.into_iter().map(|p| Circle::new(p, 3, color.filled())))?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE)
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
+/// A named measurement of a layout (and, for builds, a round count).
+type Bench<'a> = (&'a str, &'a dyn Fn(&[Span], usize) -> f64);
+type Measure<'a> = (&'a str, &'a dyn Fn(&[Span]) -> f64);
+
+fn table_row(out: &mut String, first: &str, cells: impl IntoIterator<Item = String>) {
+    let cells: Vec<String> = cells.into_iter().collect();
+    writeln!(out, "| {first} | {} |", cells.join(" | ")).unwrap();
+}
+
+fn main() {
+    let started = Instant::now();
+    let mut md = String::new();
+    writeln!(md, "# Benchmarks\n\nWritten by `cargo run --release --example bench_report` on {}.\n", machine())
+        .unwrap();
+    writeln!(md, "Medians; every implementation measured in the same run on the same layouts: N slots of 1..16 pages after gaps of 0..3 pages.\n").unwrap();
+
+    lookup_section(&mut md);
+    build_section(&mut md);
+    change_section(&mut md);
+    churn_section(&mut md);
+    memory_section(&mut md);
+    writeln!(md, "\nReport run time: {:.0} s.", started.elapsed().as_secs_f64()).unwrap();
+    std::fs::write(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/benchmarks.md"), &md).unwrap();
+    println!("{md}");
+}
+
+fn lookup_section(md: &mut String) {
+    eprintln!("lookups ...");
+    let impls: [(&str, Curves); 5] = [
+        (MemslotsMap::NAME, lookups::<MemslotsMap>()),
+        (VmMemory::NAME, lookups::<VmMemory>()),
+        (RwLockBTree::NAME, lookups::<RwLockBTree>()),
+        (ArcSwapVec::NAME, lookups::<ArcSwapVec>()),
+        (BareVec::NAME, lookups::<BareVec>()),
+    ];
+    for (pattern, what) in
+        [("uniform", "uniform random gfns inside slots"), ("hot", "hot: 95% in the previous lookup's slot")]
+    {
+        for (mode, how) in [("pinned", "a guard per lookup"), ("guard", "all lookups under one guard")] {
+            writeln!(md, "## Lookup, {what}, {how} (ns)\n").unwrap();
+            table_row(md, "N", SIZES.iter().map(|n| n.to_string()));
+            table_row(md, "---", SIZES.iter().map(|_| "---".to_string()));
+            for (name, curves) in &impls {
+                table_row(md, name, curves[&(pattern, mode)].iter().map(|v| format!("{v:.1}")));
+            }
+            let ours = &impls[0].1[&(pattern, mode)];
+            for (name, curves) in &impls[1..] {
+                let ratios = ours.iter().zip(&curves[&(pattern, mode)]).map(|(a, b)| format!("{:.2}", a / b));
+                table_row(md, &format!("memslots ÷ {name}"), ratios);
+            }
+            md.push('\n');
+        }
+    }
+    let svg = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/lookup.svg");
+    std::fs::create_dir_all(concat!(env!("CARGO_MANIFEST_DIR"), "/docs")).unwrap();
+    let memslots_guard = impls[0].1[&("uniform", "guard")].clone();
+    let mut lines: Vec<(String, &[f64])> =
+        impls.iter().map(|(name, c)| (name.to_string(), c[&("uniform", "pinned")].as_slice())).collect();
+    lines.insert(1, ("memslots, one guard for many".to_string(), &memslots_guard));
+    let lines: Vec<(&str, &[f64])> = lines.iter().map(|(n, v)| (n.as_str(), *v)).collect();
+    plot(svg, &lines).unwrap();
+    writeln!(md, "![lookup latency against N](lookup.svg)\n").unwrap();
+}
+
+fn build_section(md: &mut String) {
+    eprintln!("building ...");
+    writeln!(md, "## Building N slots one by one (ms)\n").unwrap();
+    let builds = [509, 4096, 32764];
+    table_row(md, "N", builds.iter().map(|n| n.to_string()));
+    table_row(md, "---", builds.iter().map(|_| "---".to_string()));
+    let layouts: Vec<Vec<Span>> = builds.iter().map(|&n| layout(n)).collect();
+    let rows: [Bench; 4] = [
+        ("memslots", &|s, r| build_ms(r, || drop(build_memslots(s)))),
+        ("vm-memory (insert_region + replace)", &|s, r| build_ms(r.min(3), || drop(build_vm_memory(s)))),
+        ("RwLock<BTreeMap>", &|s, r| build_ms(r, || drop(build_rwlock(s)))),
+        ("ArcSwap<Vec> (copy per insert)", &|s, r| build_ms(r.min(3), || drop(build_arcswap(s)))),
+    ];
+    for (name, build) in rows {
+        table_row(md, name, layouts.iter().map(|s| format!("{:.2}", build(s, if s.len() > 4096 { 1 } else { 5 }))));
+    }
+    md.push('\n');
+}
+
+fn change_section(md: &mut String) {
+    eprintln!("single changes ...");
+    writeln!(md, "## One change at N slots, grace period included (µs, memslots)\n").unwrap();
+    table_row(md, "N", ["create", "move", "flags", "delete"].map(String::from));
+    table_row(md, "---", ["---"; 4].map(String::from));
+    for n in [509, 4096, 32764] {
+        table_row(md, &n.to_string(), single_changes(n).map(|v| format!("{v:.2}")));
+    }
+    md.push('\n');
+}
+
+fn churn_section(md: &mut String) {
+    eprintln!("churn ...");
+    let tsc = Tsc::calibrate();
+    writeln!(md, "## Reader latency under writer churn (509 slots, 1 reader + 1 writer thread, ns)\n").unwrap();
+    writeln!(md, "Single pinned lookups timed with rdtsc (timer cost subtracted), 1.5 s each.\n").unwrap();
+    writeln!(md, "| writer | changes/s | p50 | p99 | p99 ÷ idle p99 |\n|---|---|---|---|---|").unwrap();
+    let (_, idle99, _) = churn(&tsc, 0);
+    for (name, rate) in [("idle", 0), ("10,000 changes/s", 10_000), ("as fast as it can", u64::MAX)] {
+        let (p50, p99, changes) = churn(&tsc, rate);
+        let per_s = changes as f64 / 1.5;
+        writeln!(md, "| {name} | {per_s:.0} | {p50:.1} | {p99:.1} | {:.2} |", p99 / idle99).unwrap();
+    }
+    md.push('\n');
+}
+
+fn memory_section(md: &mut String) {
+    eprintln!("memory ...");
+    writeln!(md, "## Heap bytes per slot\n").unwrap();
+    writeln!(md, "memslots: both sets with all indexes and caches, and the slot objects. vm-memory: its heap only (each region is also an mmap).\n").unwrap();
+    table_row(md, "N", ["509", "32764"].map(String::from));
+    table_row(md, "---", ["---"; 2].map(String::from));
+    let mem: [Measure; 4] = [
+        ("memslots", &|s| bytes_per_slot(s.len(), || build_memslots(s))),
+        ("vm-memory", &|s| bytes_per_slot(s.len(), || VmMemory::build(s))),
+        ("RwLock<BTreeMap>", &|s| bytes_per_slot(s.len(), || RwLockBTree::build(s))),
+        ("ArcSwap<Vec>", &|s| bytes_per_slot(s.len(), || ArcSwapVec::build(s))),
+    ];
+    for (name, f) in mem {
+        table_row(md, name, [509, 32764].map(|n| format!("{:.0}", f(&layout(n)))));
+    }
+}
