@@ -8,7 +8,7 @@ use crossbeam_epoch::{Guard, LocalHandle};
 
 use crate::addr::{Gfn, Hva};
 use crate::error::Error;
-use crate::set::Set;
+use crate::set::{Hit, Set};
 use crate::slot::Slot;
 use crate::space::GEN_UPDATE_IN_PROGRESS;
 use crate::sync::{ConstPtr, Ordering};
@@ -17,7 +17,7 @@ use crate::Inner;
 /// The per-vCPU last-used slot, trusted only in the generation it was filled.
 #[derive(Clone, Copy)]
 struct VcpuCache {
-    slot: *const Slot,
+    hit: Option<Hit>,
     generation: u64,
 }
 
@@ -42,7 +42,7 @@ pub struct Reader {
 
 impl Reader {
     pub(crate) fn new(inner: Arc<Inner>, vcpu: bool) -> Reader {
-        let cache = VcpuCache { slot: core::ptr::null(), generation: GEN_UPDATE_IN_PROGRESS };
+        let cache = VcpuCache { hit: None, generation: GEN_UPDATE_IN_PROGRESS };
         Reader { handle: inner.collector.register(), inner, as_id: 0, vcpu_cache: vcpu.then(|| Cell::new(cache)) }
     }
 
@@ -140,35 +140,46 @@ impl<'r> View<'r> {
     /// The slot holding `gfn`.
     #[inline]
     pub fn gfn_to_slot(&self, gfn: Gfn) -> Option<&Slot> {
-        let set = self.set();
-        let Some(cache) = &self.reader.vcpu_cache else {
-            if let Some(slot) = set.last_used().filter(|slot| slot.contains(gfn)) {
-                return usable(slot);
-            }
-            let slot = set.search(gfn)?;
-            set.set_last_used(slot);
-            return usable(slot);
-        };
-        let cached = cache.get();
-        if cached.generation == self.generation {
-            // SAFETY: filled in this generation, so the slot is in the viewed
-            // set, which the guard keeps alive (see `set`).
-            if let Some(slot) = unsafe { cached.slot.as_ref() }.filter(|slot| slot.contains(gfn)) {
-                slot.touch();
-                return Some(slot);
-            }
-        }
-        let slot = usable(set.search(gfn)?)?;
-        if self.generation & GEN_UPDATE_IN_PROGRESS == 0 {
-            cache.set(VcpuCache { slot, generation: self.generation });
-        }
+        let hit = self.hit(gfn)?;
+        // SAFETY: the hit is from the viewed set (a cached one only in the
+        // generation it was filled), which the guard keeps alive (see `set`).
+        let slot = unsafe { hit.entry.slot.get() };
+        slot.touch();
         Some(slot)
     }
 
-    /// The host address backing `gfn`.
+    /// The host address backing `gfn`. This reads only the gfn index (or
+    /// the cache), never the slot object.
     #[inline]
     pub fn gfn_to_hva(&self, gfn: Gfn) -> Option<Hva> {
-        self.gfn_to_slot(gfn)?.gfn_to_hva(gfn)
+        self.hit(gfn)?.hva(gfn)
+    }
+
+    /// The usable slot holding `gfn`, through the reader's cache.
+    #[inline]
+    fn hit(&self, gfn: Gfn) -> Option<Hit> {
+        let set = self.set();
+        let Some(cache) = &self.reader.vcpu_cache else {
+            if let Some(slot) = set.last_used().filter(|slot| slot.contains(gfn)) {
+                return usable(slot).map(Hit::of);
+            }
+            let hit = set.lookup(gfn)?;
+            // SAFETY: the hit is from the viewed set, which the guard keeps
+            // alive (see `set`).
+            set.set_last_used(unsafe { hit.entry.slot.get() });
+            return Some(hit);
+        };
+        let cached = cache.get();
+        if cached.generation == self.generation {
+            if let Some(hit) = cached.hit.filter(|hit| hit.hva(gfn).is_some()) {
+                return Some(hit);
+            }
+        }
+        let hit = set.lookup(gfn)?;
+        if self.generation & GEN_UPDATE_IN_PROGRESS == 0 {
+            cache.set(VcpuCache { hit: Some(hit), generation: self.generation });
+        }
+        Some(hit)
     }
 
     /// Exactly the slots intersecting `gfns`, in gfn order.

@@ -8,14 +8,52 @@
 use alloc::collections::BTreeMap;
 use core::ops::Range;
 
-use crate::addr::Gfn;
+use crate::addr::{Gfn, Hva, PAGE_SHIFT};
 use crate::gfn_index::GfnIndex;
 use crate::interval::IntervalTree;
 use crate::slot::{Slot, SlotKey, SlotPtr};
 use crate::sync::{AtomicPtr, AtomicU64, Ordering};
 
+/// What a lookup needs of a slot, kept in the gfn index beside the pointer
+/// so that a lookup does not read the slot object (slots never change, so
+/// the copy cannot go stale).
+#[derive(Clone, Copy)]
+pub(crate) struct Entry {
+    /// 0 for an INVALID slot, which no lookup may return.
+    npages: u64,
+    hva: Hva,
+    pub(crate) slot: SlotPtr,
+}
+
+impl Entry {
+    fn of(slot: &Slot, ptr: SlotPtr) -> Entry {
+        let npages = if slot.is_invalid() { 0 } else { slot.npages() };
+        Entry { npages, hva: slot.hva(), slot: ptr }
+    }
+}
+
+/// A lookup's result: the entry and the slot's first gfn.
+#[derive(Clone, Copy)]
+pub(crate) struct Hit {
+    pub(crate) base_gfn: Gfn,
+    pub(crate) entry: Entry,
+}
+
+impl Hit {
+    pub(crate) fn of(slot: &Slot) -> Hit {
+        Hit { base_gfn: slot.base_gfn(), entry: Entry::of(slot, SlotPtr::of(slot)) }
+    }
+
+    /// The host address of `gfn`, if the (usable) slot holds it.
+    #[inline]
+    pub(crate) fn hva(&self, gfn: Gfn) -> Option<Hva> {
+        let offset = gfn.wrapping_sub(self.base_gfn);
+        (offset < self.entry.npages).then(|| self.entry.hva + (offset << PAGE_SHIFT))
+    }
+}
+
 pub(crate) struct Set {
-    by_gfn: GfnIndex<SlotPtr>,
+    by_gfn: GfnIndex<Entry>,
     by_hva: IntervalTree<SlotPtr>,
     by_id: BTreeMap<u16, SlotPtr>,
     /// The slot of the last lookup made without a per-vCPU cache.
@@ -35,12 +73,19 @@ impl Set {
         }
     }
 
-    /// The slot whose range holds `gfn`, INVALID ones included.
+    /// The usable slot holding `gfn`, without reading the slot object.
     #[inline]
+    pub(crate) fn lookup(&self, gfn: Gfn) -> Option<Hit> {
+        let (base_gfn, entry) = self.by_gfn.floor(gfn)?;
+        let hit = Hit { base_gfn, entry };
+        hit.hva(gfn).map(|_| hit)
+    }
+
+    /// The slot whose range holds `gfn`, INVALID ones included.
     pub(crate) fn search(&self, gfn: Gfn) -> Option<&Slot> {
-        let slot = self.by_gfn.floor(gfn)?;
+        let (_, entry) = self.by_gfn.floor(gfn)?;
         // SAFETY: a slot in a set outlives the borrow of the set.
-        let slot = unsafe { slot.get() };
+        let slot = unsafe { entry.slot.get() };
         slot.contains(gfn).then_some(slot)
     }
 
@@ -73,7 +118,7 @@ impl Set {
         // SAFETY: a slot in a set outlives the borrow of the set.
         self.by_gfn
             .iter_from(first)
-            .map(|slot| unsafe { slot.get() })
+            .map(|entry| unsafe { entry.slot.get() })
             .take_while(move |slot| slot.base_gfn() < gfns.end)
     }
 
@@ -128,7 +173,7 @@ impl Set {
         if let Some(new) = new {
             // SAFETY: the writer just allocated `new` or holds it in a set.
             let slot = unsafe { new.get() };
-            self.by_gfn.insert(slot.base_gfn(), new);
+            self.by_gfn.insert(slot.base_gfn(), Entry::of(slot, new));
             self.by_hva.insert(slot.hva_range(), slot.id().into(), new);
             self.by_id.insert(slot.id(), new);
         }

@@ -237,6 +237,11 @@ impl SlotPtr {
         SlotPtr(core::ptr::NonNull::from(alloc::boxed::Box::leak(boxed)))
     }
 
+    /// The pointer to a slot the caller holds.
+    pub(crate) fn of(slot: &Slot) -> SlotPtr {
+        SlotPtr(core::ptr::NonNull::from(slot))
+    }
+
     pub(crate) fn from_raw(ptr: *mut Slot) -> Option<SlotPtr> {
         core::ptr::NonNull::new(ptr).map(SlotPtr)
     }
