@@ -171,7 +171,7 @@ impl<'r> View<'r> {
         };
         let cached = cache.get();
         if cached.generation == self.generation {
-            if let Some(hit) = cached.hit.filter(|hit| hit.hva(gfn).is_some()) {
+            if let Some(hit) = cached.hit.filter(|hit| hit.contains(gfn)) {
                 return Some(hit);
             }
         }

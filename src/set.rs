@@ -44,6 +44,12 @@ impl Hit {
         Hit { base_gfn: slot.base_gfn(), entry: Entry::of(slot, SlotPtr::of(slot)) }
     }
 
+    /// Whether the (usable) slot holds `gfn`.
+    #[inline]
+    pub(crate) fn contains(&self, gfn: Gfn) -> bool {
+        gfn.wrapping_sub(self.base_gfn) < self.entry.npages
+    }
+
     /// The host address of `gfn`, if the (usable) slot holds it.
     #[inline]
     pub(crate) fn hva(&self, gfn: Gfn) -> Option<Hva> {
@@ -78,7 +84,7 @@ impl Set {
     pub(crate) fn lookup(&self, gfn: Gfn) -> Option<Hit> {
         let (base_gfn, entry) = self.by_gfn.floor(gfn)?;
         let hit = Hit { base_gfn, entry };
-        hit.hva(gfn).map(|_| hit)
+        hit.contains(gfn).then_some(hit)
     }
 
     /// The slot whose range holds `gfn`, INVALID ones included.
@@ -115,9 +121,9 @@ impl Set {
             Some(slot) => slot.base_gfn(),
             None => gfns.start,
         };
-        // SAFETY: a slot in a set outlives the borrow of the set.
         self.by_gfn
             .iter_from(first)
+            // SAFETY: a slot in a set outlives the borrow of the set.
             .map(|entry| unsafe { entry.slot.get() })
             .take_while(move |slot| slot.base_gfn() < gfns.end)
     }
