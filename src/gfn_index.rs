@@ -1,13 +1,13 @@
-//! The ordered gfn index: a B+tree of 16-wide nodes in an arena, built for
+//! The ordered gfn index: a B+tree of 32-wide nodes in an arena, built for
 //! the lookup that vCPUs make millions of times a second.
 //!
 //! A lookup ranks the gfn in one key array per level with a binary search of
 //! fixed depth that compiles to conditional moves (unused keys are
 //! `u64::MAX`, above every gfn): few instructions and no mispredicted
 //! branches, so the CPU overlaps consecutive lookups. 32764 slots take three
-//! or four levels; `B` = 32 measured best for 509 to 32764 slots. Every node but the root
-//! holds at least `B / 2` entries (nodes borrow or merge on removal), so the
-//! height is O(log n) and so are insert and remove.
+//! or four levels; `B` = 32 measured best for 509 to 32764 slots. Every node
+//! but the root holds at least `B / 2` entries (nodes borrow or merge on
+//! removal), so the height is O(log n) and so are insert and remove.
 
 use alloc::vec::Vec;
 
@@ -15,18 +15,12 @@ const B: usize = 32;
 const MIN: usize = B / 2;
 /// Enough levels for any arena a `u32` can index: (B / 2)^8 = 2^32.
 const MAX_DEPTH: usize = 9;
-type Key = u64;
-const NONE: Key = u64::MAX;
-
-#[inline]
-fn key_of(k: u64) -> Key {
-    k
-}
+const NONE: u64 = u64::MAX;
 
 /// One node. In a branch, `keys[i]` is the smallest key under `kids[i]`; in
 /// a leaf, `vals[i]` is the value of `keys[i]`. Keys past `len` are `NONE`.
 struct Node<V> {
-    keys: [Key; B],
+    keys: [u64; B],
     kids: [u32; B],
     vals: [Option<V>; B],
     len: usize,
@@ -39,7 +33,7 @@ impl<V: Copy> Node<V> {
 
     /// How many keys are `<= key`.
     #[inline]
-    fn rank(&self, key: Key) -> usize {
+    fn rank(&self, key: u64) -> usize {
         let mut i = 0;
         let mut step = B / 2;
         while step > 0 {
@@ -49,7 +43,7 @@ impl<V: Copy> Node<V> {
         i + usize::from(self.keys[i] <= key)
     }
 
-    fn insert_at(&mut self, i: usize, key: Key, kid: u32, val: Option<V>) {
+    fn insert_at(&mut self, i: usize, key: u64, kid: u32, val: Option<V>) {
         debug_assert!(self.len < B && i <= self.len);
         self.keys.copy_within(i..self.len, i + 1);
         self.kids.copy_within(i..self.len, i + 1);
@@ -58,7 +52,7 @@ impl<V: Copy> Node<V> {
         self.len += 1;
     }
 
-    fn remove_at(&mut self, i: usize) -> (Key, u32, Option<V>) {
+    fn remove_at(&mut self, i: usize) -> (u64, u32, Option<V>) {
         let entry = (self.keys[i], self.kids[i], self.vals[i]);
         self.keys.copy_within(i + 1..self.len, i);
         self.kids.copy_within(i + 1..self.len, i);
@@ -115,7 +109,6 @@ impl<V: Copy> GfnIndex<V> {
     /// The greatest key `<= key`, with its value.
     #[inline]
     pub(crate) fn floor(&self, key: u64) -> Option<(u64, V)> {
-        let key = key_of(key);
         let mut n = self.node(self.root);
         for _ in 0..self.height {
             // Only the root can rank 0: below it, keys[0] is a lower bound.
@@ -129,7 +122,6 @@ impl<V: Copy> GfnIndex<V> {
     /// Inserts a key that is not in the index.
     pub(crate) fn insert(&mut self, key: u64, val: V) {
         debug_assert!(key != NONE);
-        let key = key_of(key);
         if let Some((right_key, right)) = self.insert_below(self.root, self.height, key, val) {
             let old_root = self.root;
             let left_key = self.node(old_root).keys[0];
@@ -143,7 +135,7 @@ impl<V: Copy> GfnIndex<V> {
 
     /// Inserts under node `n` at `level`; a split returns the new right
     /// node and its smallest key.
-    fn insert_below(&mut self, n: u32, level: usize, key: Key, val: V) -> Option<(Key, u32)> {
+    fn insert_below(&mut self, n: u32, level: usize, key: u64, val: V) -> Option<(u64, u32)> {
         let rank = self.node(n).rank(key);
         let (key, kid, val) = if level == 0 {
             (key, 0, Some(val))
@@ -186,7 +178,7 @@ impl<V: Copy> GfnIndex<V> {
 
     /// Removes `key`, returning its value.
     pub(crate) fn remove(&mut self, key: u64) -> Option<V> {
-        let val = self.remove_below(self.root, self.height, key_of(key))?;
+        let val = self.remove_below(self.root, self.height, key)?;
         if self.height > 0 && self.node(self.root).len == 1 {
             let old_root = self.root;
             self.root = self.node(old_root).kids[0];
@@ -197,7 +189,7 @@ impl<V: Copy> GfnIndex<V> {
         Some(val)
     }
 
-    fn remove_below(&mut self, n: u32, level: usize, key: Key) -> Option<V> {
+    fn remove_below(&mut self, n: u32, level: usize, key: u64) -> Option<V> {
         let i = self.node(n).rank(key).checked_sub(1)?;
         if level == 0 {
             return if self.node(n).keys[i] == key { self.node_mut(n).remove_at(i).2 } else { None };
@@ -235,7 +227,6 @@ impl<V: Copy> GfnIndex<V> {
 
     /// The values of the keys `>= key`, in key order.
     pub(crate) fn iter_from(&self, key: u64) -> Iter<'_, V> {
-        let key = key_of(key);
         let mut it = Iter { index: self, path: [(0, 0); MAX_DEPTH], depth: self.height + 1 };
         let mut n = self.root;
         for level in 0..self.height {
@@ -292,7 +283,7 @@ mod tests {
     impl<V: Copy> GfnIndex<V> {
         /// Checks the invariants under `n`; returns its smallest key and the
         /// number of keys.
-        fn check(&self, n: u32, level: usize, root: bool) -> (Key, usize) {
+        fn check(&self, n: u32, level: usize, root: bool) -> (u64, usize) {
             let node = self.node(n);
             assert!(node.len <= B && (root || node.len >= MIN), "len {} at level {level}", node.len);
             assert!(node.keys[..node.len].windows(2).all(|w| w[0] < w[1]));

@@ -164,9 +164,7 @@ impl<'r> View<'r> {
                 return usable(slot).map(Hit::of);
             }
             let hit = set.lookup(gfn)?;
-            // SAFETY: the hit is from the viewed set, which the guard keeps
-            // alive (see `set`).
-            set.set_last_used(unsafe { hit.entry.slot.get() });
+            set.set_last_used(hit.entry.slot);
             return Some(hit);
         };
         let cached = cache.get();

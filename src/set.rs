@@ -53,8 +53,7 @@ impl Hit {
     /// The host address of `gfn`, if the (usable) slot holds it.
     #[inline]
     pub(crate) fn hva(&self, gfn: Gfn) -> Option<Hva> {
-        let offset = gfn.wrapping_sub(self.base_gfn);
-        (offset < self.entry.npages).then(|| self.entry.hva + (offset << PAGE_SHIFT))
+        self.contains(gfn).then(|| self.entry.hva + ((gfn - self.base_gfn) << PAGE_SHIFT))
     }
 }
 
@@ -108,9 +107,9 @@ impl Set {
     }
 
     #[inline]
-    pub(crate) fn set_last_used(&self, slot: &Slot) {
+    pub(crate) fn set_last_used(&self, slot: SlotPtr) {
         // Relaxed: see `last_used`.
-        self.last_used.store(slot as *const Slot as *mut Slot, Ordering::Relaxed);
+        self.last_used.store(slot.as_raw(), Ordering::Relaxed);
     }
 
     /// The slots intersecting `gfns`, in gfn order, INVALID ones included.
