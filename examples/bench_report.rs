@@ -3,6 +3,9 @@
 //!
 //! `cargo run --release --example bench_report`
 //!
+//! `cargo run --release --example bench_report -- churn` runs only the
+//! reader-under-churn section (about 15 s) and prints its table.
+//!
 //! Every figure is the median of several rounds, and every implementation is
 //! measured in the same run on the same slot layouts, so the ratios hold even
 //! on a noisy machine. `cargo bench --bench lookup` measures the lookups in
@@ -158,7 +161,7 @@ fn single_changes(n: usize) -> [f64; 4] {
     let far = spans[n - 1].base_gfn + 1000;
     let mut times = [const { Vec::new() }; 4];
     for _ in 0..301 {
-        let mut step = |i: usize, f: &mut dyn FnMut()| {
+        let mut step = |i: usize, f: &mut dyn FnMut() -> memslots::Change| {
             let t = Instant::now();
             f();
             times[i].push(t.elapsed().as_nanos() as f64 / 1e3);
@@ -197,46 +200,126 @@ impl Tsc {
     }
 }
 
-/// p50 and p99 of single pinned lookups at 509 slots while a writer thread
-/// idles (`rate` 0) or churns: moves and re-flags a slot, `rate` changes per
-/// second or as fast as it can (`u64::MAX`).
-fn churn(tsc: &Tsc, rate: u64) -> (f64, f64, u64) {
-    let spans = layout(509);
+/// The churn grid: slot counts, reader kinds and writer rates.
+const CHURN_SIZES: [usize; 2] = [509, 4096];
+const CHURN_READERS: [ReaderKind; 2] = [ReaderKind::Vcpu, ReaderKind::Device];
+/// Writer changes per second; `u64::MAX`: as fast as it can.
+const CHURN_RATES: [u64; 4] = [0, 1_000, 10_000, u64::MAX];
+/// How long the reader measures one cell.
+const CHURN_CELL: Duration = Duration::from_millis(750);
+/// Lookups timed together: one rdtsc pair per lookup would weigh as much as
+/// the lookup itself.
+const CHURN_BATCH: usize = 64;
+
+#[derive(Clone, Copy)]
+enum ReaderKind {
+    Vcpu,
+    Device,
+}
+
+impl ReaderKind {
+    fn name(self) -> &'static str {
+        match self {
+            ReaderKind::Vcpu => "vCPU",
+            ReaderKind::Device => "device",
+        }
+    }
+}
+
+/// One cell of the churn grid.
+struct ChurnCell {
+    /// Per lookup, from batches of `CHURN_BATCH`.
+    p50: f64,
+    p99: f64,
+    changes: u64,
+    changes_per_s: f64,
+    /// The reader thread's voluntary and involuntary context switches.
+    voluntary: i64,
+    involuntary: i64,
+}
+
+/// The calling thread's (voluntary, involuntary) context switches so far.
+fn thread_context_switches() -> (i64, i64) {
+    // SAFETY: getrusage only writes the struct we pass; all-zero is a valid
+    // `rusage`.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        assert_eq!(libc::getrusage(libc::RUSAGE_THREAD, &mut usage), 0, "getrusage(RUSAGE_THREAD)");
+        usage
+    };
+    (usage.ru_nvcsw, usage.ru_nivcsw)
+}
+
+/// Pinned lookups (a pin per lookup) at `n` slots on the calling thread while
+/// a writer thread idles (`rate` 0) or churns the last slot: moves it away
+/// and back and toggles LOG_DIRTY_PAGES, `rate` changes per second or as
+/// fast as it can (`u64::MAX`). Each change waits out a grace period.
+fn churn(tsc: &Tsc, n: usize, kind: ReaderKind, rate: u64) -> ChurnCell {
+    let spans = layout(n);
     let slots = build_memslots(&spans);
     let queries = gfns(&spans, BATCH, false);
-    let stop = AtomicBool::new(false);
+    let last = n - 1;
+    let key = SlotKey { id: last as u16, as_id: 0 };
+    // The last slot ends the layout, so the gfns past it are free.
+    let (home, far) = (spans[last].base_gfn, spans[last].base_gfn + 1000);
+    let (go, stop) = (AtomicBool::new(false), AtomicBool::new(false));
     std::thread::scope(|s| {
         let writer = s.spawn(|| {
             let mut w = slots.writer().unwrap();
-            let key = SlotKey { id: 508, as_id: 0 };
-            let (home, far) = (spans[508].base_gfn, spans[508].base_gfn + 1000);
-            let mut changes = 0u64;
+            while !go.load(Ordering::Acquire) {
+                std::hint::spin_loop();
+            }
             let start = Instant::now();
+            let mut changes = 0u64;
             while rate > 0 && !stop.load(Ordering::Relaxed) {
-                if rate != u64::MAX && changes as f64 > start.elapsed().as_secs_f64() * rate as f64 {
+                // Paced: spin until the schedule allows the next change.
+                if rate != u64::MAX && changes as f64 >= start.elapsed().as_secs_f64() * rate as f64 {
                     std::hint::spin_loop();
                     continue;
                 }
-                w.move_to(key, if changes.is_multiple_of(4) { far } else { home }).unwrap();
-                w.set_flags(key, Flags::from_bits((changes % 4 / 2) as u32).unwrap()).unwrap();
-                changes += 2;
+                let _ = match changes % 4 {
+                    0 => w.move_to(key, far),
+                    1 => w.set_flags(key, Flags::LOG_DIRTY_PAGES),
+                    2 => w.move_to(key, home),
+                    _ => w.set_flags(key, Flags::empty()),
+                }
+                .unwrap();
+                changes += 1;
             }
-            changes
+            (changes, start.elapsed())
         });
-        let reader = slots.reader();
-        let mut samples = Vec::with_capacity(1 << 21);
-        let end = Instant::now() + Duration::from_millis(1500);
+        let reader = match kind {
+            ReaderKind::Vcpu => slots.reader(),
+            ReaderKind::Device => slots.device_reader(),
+        };
+        let lookup = |g: u64| black_box(reader.pin().gfn_to_hva(black_box(g)));
+        queries.iter().for_each(|&g| _ = lookup(g)); // warm the caches
+                                                     // Enough for the cell at a few ns per lookup: no reallocation while
+                                                     // measuring.
+        let mut batches: Vec<u64> = Vec::with_capacity(4 << 20);
+        let before = thread_context_switches();
+        go.store(true, Ordering::Release);
+        let end = Instant::now() + CHURN_CELL;
         while Instant::now() < end {
-            for &g in &queries {
+            for batch in queries.chunks_exact(CHURN_BATCH) {
                 let t = Tsc::now();
-                black_box(reader.pin().gfn_to_hva(black_box(g)));
-                samples.push(tsc.ns(Tsc::now() - t));
+                batch.iter().for_each(|&g| _ = lookup(g));
+                batches.push(Tsc::now() - t);
             }
         }
+        let after = thread_context_switches();
         stop.store(true, Ordering::Relaxed);
-        let changes = writer.join().unwrap();
-        samples.sort_by(f64::total_cmp);
-        (percentile(&samples, 0.5), percentile(&samples, 0.99), changes)
+        let (changes, elapsed) = writer.join().unwrap();
+        let mut per_lookup: Vec<f64> = batches.into_iter().map(|t| tsc.ns(t) / CHURN_BATCH as f64).collect();
+        per_lookup.sort_by(f64::total_cmp);
+        ChurnCell {
+            p50: percentile(&per_lookup, 0.5),
+            p99: percentile(&per_lookup, 0.99),
+            changes,
+            changes_per_s: changes as f64 / elapsed.as_secs_f64(),
+            voluntary: after.0 - before.0,
+            involuntary: after.1 - before.1,
+        }
     })
 }
 
@@ -316,6 +399,24 @@ fn table_row(out: &mut String, first: &str, cells: impl IntoIterator<Item = Stri
 }
 
 fn main() {
+    match std::env::args().nth(1).as_deref() {
+        None => full_report(),
+        // Only the churn table, to stdout; docs/ is left alone.
+        Some("churn") => {
+            let mut md = String::new();
+            writeln!(md, "Machine: {}.\n", machine()).unwrap();
+            churn_section(&mut md);
+            print!("{md}");
+        }
+        Some(other) => {
+            eprintln!("unknown section {other:?}; usage: bench_report [churn]");
+            std::process::exit(2);
+        }
+    }
+}
+
+/// Every section, written to `docs/benchmarks.md` and printed.
+fn full_report() {
     let started = Instant::now();
     let mut md = String::new();
     writeln!(md, "# Benchmarks\n\nWritten by `cargo run --release --example bench_report` on {}.\n", machine())
@@ -403,14 +504,53 @@ fn change_section(md: &mut String) {
 fn churn_section(md: &mut String) {
     eprintln!("churn ...");
     let tsc = Tsc::calibrate();
-    writeln!(md, "## Reader latency under writer churn (509 slots, 1 reader + 1 writer thread, ns)\n").unwrap();
-    writeln!(md, "Single pinned lookups timed with rdtsc (timer cost subtracted), 1.5 s each.\n").unwrap();
-    writeln!(md, "| writer | changes/s | p50 | p99 | p99 ÷ idle p99 |\n|---|---|---|---|---|").unwrap();
-    let (_, idle99, _) = churn(&tsc, 0);
-    for (name, rate) in [("idle", 0), ("10,000 changes/s", 10_000), ("as fast as it can", u64::MAX)] {
-        let (p50, p99, changes) = churn(&tsc, rate);
-        let per_s = changes as f64 / 1.5;
-        writeln!(md, "| {name} | {per_s:.0} | {p50:.1} | {p99:.1} | {:.2} |", p99 / idle99).unwrap();
+    writeln!(md, "## Reader latency under writer churn (1 reader + 1 writer thread, ns per lookup)\n").unwrap();
+    writeln!(
+        md,
+        "A pin per lookup; batches of {CHURN_BATCH} lookups timed with rdtsc (timer cost subtracted), p50 and p99 \
+         over batches divided by {CHURN_BATCH}; {} ms per row. The writer moves the last slot away and back and \
+         toggles LOG_DIRTY_PAGES, paced by spinning, each change waiting out a grace period. Context switches: the \
+         reader thread's, from getrusage(RUSAGE_THREAD), during the measurement.\n",
+        CHURN_CELL.as_millis()
+    )
+    .unwrap();
+    table_row(
+        md,
+        "N",
+        ["reader", "writer", "changes", "changes/s", "p50", "p99", "p99 ÷ idle p99", "vol. cs", "invol. cs"]
+            .map(String::from),
+    );
+    table_row(md, "---", ["---"; 9].map(String::from));
+    for n in CHURN_SIZES {
+        for kind in CHURN_READERS {
+            let mut idle_p99 = f64::NAN;
+            for rate in CHURN_RATES {
+                let cell = churn(&tsc, n, kind, rate);
+                if rate == 0 {
+                    idle_p99 = cell.p99;
+                }
+                let writer = match rate {
+                    0 => "idle".to_string(),
+                    u64::MAX => "full speed".to_string(),
+                    r => format!("{r}/s"),
+                };
+                table_row(
+                    md,
+                    &n.to_string(),
+                    [
+                        kind.name().to_string(),
+                        writer,
+                        cell.changes.to_string(),
+                        format!("{:.0}", cell.changes_per_s),
+                        format!("{:.1}", cell.p50),
+                        format!("{:.1}", cell.p99),
+                        format!("{:.2}", cell.p99 / idle_p99),
+                        cell.voluntary.to_string(),
+                        cell.involuntary.to_string(),
+                    ],
+                );
+            }
+        }
     }
     md.push('\n');
 }

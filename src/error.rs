@@ -2,7 +2,7 @@
 
 use core::fmt;
 
-use crate::slot::SlotKey;
+use crate::map::SlotKey;
 
 /// Why a request was refused. Every refusal leaves the slots, caches and
 /// generations exactly as they were.
@@ -15,7 +15,7 @@ pub enum Error {
     WriterBusy,
     /// Flag bits outside `LOG_DIRTY_PAGES | READONLY`.
     UnknownFlags {
-        /// The bits given.
+        /// The unknown bits.
         bits: u32,
     },
     /// `READONLY` may not be toggled on an existing slot.
@@ -86,6 +86,21 @@ pub enum Error {
         /// The slot.
         key: SlotKey,
     },
+    /// The change would wait for a grace period that a view held on the
+    /// calling thread blocks forever; drop the view first. Detected with
+    /// `std` only: without it such a change never returns (the map's
+    /// [`Wait`](crate::Wait) strategy still reports the stall).
+    ViewHeldByWriterThread,
+    /// The backend refused the change ([`Backend::prepare`](crate::Backend::prepare));
+    /// for the `kvm` backend the code is the errno.
+    Backend {
+        /// The backend's code.
+        code: i32,
+    },
+    /// A writer panicked in the middle of a change (in a backend hook, for
+    /// example): readers still see a consistent published layout, but the
+    /// two sets may be out of step, so every writer call is refused.
+    Poisoned,
     /// The new guest range overlaps another slot of the same address space.
     Overlap {
         /// The slot being created or moved.
@@ -116,6 +131,11 @@ impl fmt::Display for Error {
             Error::SlotExists { key } => write!(f, "slot {key} already exists"),
             Error::Resize { key } => write!(f, "slot {key} cannot be resized"),
             Error::HvaChange { key } => write!(f, "slot {key} cannot change its host address"),
+            Error::ViewHeldByWriterThread => {
+                write!(f, "the writer's thread holds a view, so the change could never finish")
+            }
+            Error::Backend { code } => write!(f, "the backend refused the change (code {code})"),
+            Error::Poisoned => write!(f, "a writer panicked in the middle of a change; the slot map is poisoned"),
             Error::Overlap { key, with } => write!(f, "slot {key} would overlap slot {with}"),
         }
     }

@@ -8,12 +8,12 @@
 #[cfg(loom)]
 pub(crate) use loom::cell::{ConstPtr, MutPtr, UnsafeCell};
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 #[cfg(not(loom))]
 pub(crate) use cell::{ConstPtr, MutPtr, UnsafeCell};
 #[cfg(not(loom))]
-pub(crate) use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+pub(crate) use core::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 #[cfg(not(loom))]
 mod cell {
@@ -67,15 +67,35 @@ mod cell {
     }
 }
 
-/// One step of a spin-wait: crossbeam's exponential backoff, or under loom a
-/// yield, so the model checker knows the thread waits for another.
+/// One step of a wait for another thread: the embedder's [`Wait`] strategy,
+/// or under loom a yield, so the model checker knows the thread waits.
+///
+/// [`Wait`]: crate::Wait
 #[inline]
-pub(crate) fn snooze(backoff: &crossbeam_utils::Backoff) {
+pub(crate) fn pause(wait: &(impl crate::Wait + ?Sized), step: u32) {
     #[cfg(loom)]
     {
-        let _ = backoff;
+        let _ = (wait, step);
         loom::thread::yield_now();
     }
     #[cfg(not(loom))]
-    backoff.snooze();
+    wait.pause(step);
+}
+
+/// A number unique to the calling thread among live threads (the address of
+/// a thread-local), or 0 where threads cannot be told apart (`no_std`).
+#[inline]
+pub(crate) fn thread_token() -> usize {
+    #[cfg(loom)]
+    {
+        loom::thread_local! { static TOKEN: u8 = 0; }
+        TOKEN.with(|token| token as *const u8 as usize)
+    }
+    #[cfg(all(not(loom), feature = "std"))]
+    {
+        std::thread_local! { static TOKEN: u8 = const { 0 }; }
+        TOKEN.with(|token| token as *const u8 as usize)
+    }
+    #[cfg(all(not(loom), not(feature = "std")))]
+    0
 }

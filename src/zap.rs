@@ -14,10 +14,11 @@
 
 use core::ops::Range;
 
-use crossbeam_utils::Backoff;
+use core::fmt;
 
 use crate::addr::{Gfn, GFN_LIMIT};
-use crate::sync::{snooze, AtomicBool, AtomicU64, Ordering, UnsafeCell};
+use crate::sync::{AtomicBool, AtomicU64, Ordering, UnsafeCell};
+use crate::wait::{wait_until, SpinThenYield, Wait};
 
 /// The fixed-MTRR area: the 64 KiB, 16 KiB and 4 KiB fixed ranges below 1 MiB.
 pub const FIXED_MTRR_GFNS: Range<Gfn> = 0..0x100;
@@ -97,15 +98,36 @@ impl ZapBins {
 ///
 /// Adding a range takes a short spin lock that is only ever held for a
 /// bounded update of the 16 entries (never across a zap), so an add never
-/// waits for a zap. Waiting spins with crossbeam-utils `Backoff` and uses no
-/// OS primitive, so it works without `std`.
-pub struct ZapBinner {
+/// waits for a zap. Waiting uses the [`Wait`] strategy `W` and no OS
+/// primitive, so it works without `std`.
+pub struct ZapBinner<W: Wait = SpinThenYield> {
     locked: AtomicBool,
     state: UnsafeCell<State>,
     /// Whether a vCPU is draining the bins.
     zapping: AtomicBool,
     /// Passes finished; a pass's number is fixed when it takes the bins.
     passes_done: AtomicU64,
+    wait: W,
+}
+
+/// A pass in progress; dropping it ends the pass, finished or unwinding.
+struct Pass<'a, W: Wait> {
+    binner: &'a ZapBinner<W>,
+    /// At most the 16 entries of the bins.
+    ranges: heapless::Vec<Range<Gfn>, { VARIABLE_ENTRIES + 1 }>,
+    /// Ranges zapped so far.
+    zapped: usize,
+}
+
+impl<W: Wait> Drop for Pass<'_, W> {
+    fn drop(&mut self) {
+        if self.zapped < self.ranges.len() {
+            self.binner.with_state(|state| self.ranges[self.zapped..].iter().for_each(|r| state.bins.add(r.clone())));
+        }
+        // Release: pairs with the Acquire compare-exchange that takes
+        // `zapping`, ordering passes one after another.
+        self.binner.zapping.store(false, Ordering::Release);
+    }
 }
 
 struct State {
@@ -115,7 +137,7 @@ struct State {
 }
 
 // SAFETY: `state` is only accessed under the `locked` spin lock.
-unsafe impl Sync for ZapBinner {}
+unsafe impl<W: Wait> Sync for ZapBinner<W> {}
 
 impl Default for ZapBinner {
     fn default() -> Self {
@@ -124,13 +146,21 @@ impl Default for ZapBinner {
 }
 
 impl ZapBinner {
-    /// An empty binner.
+    /// An empty binner whose waiters use [`SpinThenYield`].
     pub fn new() -> ZapBinner {
+        ZapBinner::with_wait(SpinThenYield)
+    }
+}
+
+impl<W: Wait> ZapBinner<W> {
+    /// An empty binner whose waiters use `wait`.
+    pub fn with_wait(wait: W) -> ZapBinner<W> {
         ZapBinner {
             locked: AtomicBool::new(false),
             state: UnsafeCell::new(State { bins: ZapBins::new(), passes_started: 0 }),
             zapping: AtomicBool::new(false),
             passes_done: AtomicU64::new(0),
+            wait,
         }
     }
 
@@ -151,20 +181,21 @@ impl ZapBinner {
             state.bins.add(gfns);
             state.passes_started + 1
         });
-        let backoff = Backoff::new();
-        // Acquire: pairs with the Release store that ends a pass, so the zap
-        // happens before this call returns.
-        while self.passes_done.load(Ordering::Acquire) < pass {
+        wait_until(&self.wait, None, || {
+            // Acquire: pairs with the Release store that ends a pass, so the
+            // zap happens before this call returns.
+            if self.passes_done.load(Ordering::Acquire) >= pass {
+                return true;
+            }
             // Acquire: pairs with the Release store that ends the previous
             // zapper's pass, ordering passes one after another.
             if self.zapping.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok() {
                 self.drain(&mut zap);
-                // Release: pairs with the Acquire compare-exchange above.
-                self.zapping.store(false, Ordering::Release);
-            } else {
-                snooze(&backoff);
+                // Acquire: as above.
+                return self.passes_done.load(Ordering::Acquire) >= pass;
             }
-        }
+            false
+        });
     }
 
     /// Passes run so far (a pass drains the bins and zaps every entry).
@@ -173,24 +204,32 @@ impl ZapBinner {
         self.passes_done.load(Ordering::Relaxed)
     }
 
-    /// One pass: take the bins and zap them. Only the holder of `zapping`.
+    /// One pass: take the bins and zap them, then give up `zapping`. Only
+    /// the holder of `zapping`.
+    ///
+    /// If `zap` panics, the pass hands the ranges it did not zap back to the
+    /// bins and gives up `zapping` without finishing: the next caller's pass
+    /// zaps them, and its higher number releases this pass's waiters.
     fn drain(&self, zap: &mut impl FnMut(Range<Gfn>)) {
         let (bins, pass) = self.with_state(|state| {
             state.passes_started += 1;
             (core::mem::take(&mut state.bins), state.passes_started)
         });
-        bins.zaps().for_each(&mut *zap);
+        let mut pass_guard = Pass { binner: self, ranges: bins.zaps().collect(), zapped: 0 };
+        while let Some(range) = pass_guard.ranges.get(pass_guard.zapped) {
+            zap(range.clone());
+            pass_guard.zapped += 1;
+        }
         // Release: pairs with the Acquire load of waiters, publishing that
         // this pass's zaps have completed.
         self.passes_done.store(pass, Ordering::Release);
     }
 
     fn with_state<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
-        let backoff = Backoff::new();
-        // Acquire: pairs with the Release store that unlocks.
-        while self.locked.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
-            snooze(&backoff);
-        }
+        wait_until(&self.wait, None, || {
+            // Acquire: pairs with the Release store that unlocks.
+            self.locked.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok()
+        });
         let state = self.state.get_mut();
         // SAFETY: the spin lock is held; the reference ends with `f`.
         let result = f(unsafe { state.deref() });
@@ -199,5 +238,16 @@ impl ZapBinner {
                      // Release: pairs with the Acquire compare-exchange that locks.
         self.locked.store(false, Ordering::Release);
         result
+    }
+}
+
+impl<W: Wait> fmt::Debug for ZapBinner<W> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Relaxed: a snapshot for display; the bins themselves sit behind
+        // the spin lock, which `Debug` does not take.
+        f.debug_struct("ZapBinner")
+            .field("zapping", &self.zapping.load(Ordering::Relaxed))
+            .field("passes", &self.passes())
+            .finish()
     }
 }

@@ -3,16 +3,22 @@
 //!
 //! Readers only use a set while it is active and they are pinned; the writer
 //! edits a set only while it is inactive and a grace period has passed since
-//! it was last active, so the plain collections need no locks.
+//! it was last active (invariant 2), so the plain collections need no locks.
+//!
+//! A set holds only live slots (invariant 6): every pointer in its indexes
+//! and in its last-used cache stays allocated while the set holds it. The
+//! writer keeps this through the contract of the one function that puts
+//! pointers in, [`Set::replace`]; the safe functions that turn a held
+//! pointer into `&Slot` for the length of a borrow of the set rely on it.
 
 use alloc::collections::BTreeMap;
 use core::ops::Range;
 
 use crate::addr::{Gfn, Hva, PAGE_SHIFT};
-use crate::gfn_index::GfnIndex;
-use crate::interval::IntervalTree;
-use crate::slot::{Slot, SlotKey, SlotPtr};
-use crate::sync::{AtomicPtr, AtomicU64, Ordering};
+use crate::map::gfn_index::GfnIndex;
+use crate::map::interval::IntervalTree;
+use crate::map::slot::{Slot, SlotKey, SlotPtr};
+use crate::sync::{AtomicPtr, Ordering};
 
 /// What a lookup needs of a slot, kept in the gfn index beside the pointer
 /// so that a lookup does not read the slot object (slots never change, so
@@ -63,18 +69,15 @@ pub(crate) struct Set {
     by_id: BTreeMap<u16, SlotPtr>,
     /// The slot of the last lookup made without a per-vCPU cache.
     last_used: AtomicPtr<Slot>,
-    /// Set by the writer before the set is published; see `space::swap`.
-    pub(crate) generation: AtomicU64,
 }
 
 impl Set {
-    pub(crate) fn new(generation: u64) -> Set {
+    pub(crate) fn new() -> Set {
         Set {
             by_gfn: GfnIndex::new(),
             by_hva: IntervalTree::new(),
             by_id: BTreeMap::new(),
             last_used: AtomicPtr::new(core::ptr::null_mut()),
-            generation: AtomicU64::new(generation),
         }
     }
 
@@ -89,7 +92,7 @@ impl Set {
     /// The slot whose range holds `gfn`, INVALID ones included.
     pub(crate) fn search(&self, gfn: Gfn) -> Option<&Slot> {
         let (_, entry) = self.by_gfn.floor(gfn)?;
-        // SAFETY: a slot in a set outlives the borrow of the set.
+        // SAFETY: a set holds only live slots (invariant 6).
         let slot = unsafe { entry.slot.get() };
         slot.contains(gfn).then_some(slot)
     }
@@ -101,8 +104,8 @@ impl Set {
         // the active index (space::swap) that the caller's Acquire load read;
         // the writer moves this cache only while no reader uses the set.
         let ptr = self.last_used.load(Ordering::Relaxed);
-        // SAFETY: the cache only ever holds slots of this set (the writer
-        // moves it off a slot before the slot leaves the set).
+        // SAFETY: the cache only holds slots of this set (`replace` moves it
+        // off a slot that leaves), which are live (invariant 6).
         SlotPtr::from_raw(ptr).map(|slot| unsafe { slot.get() })
     }
 
@@ -115,26 +118,28 @@ impl Set {
     /// The slots intersecting `gfns`, in gfn order, INVALID ones included.
     pub(crate) fn in_gfn_range(&self, gfns: Range<Gfn>) -> impl Iterator<Item = &Slot> + '_ {
         // Start at the slot holding `gfns.start`, if one does, so the walk
-        // yields exactly the intersecting slots.
+        // yields exactly the intersecting slots; an empty range yields none.
         let first = match self.search(gfns.start) {
             Some(slot) => slot.base_gfn(),
             None => gfns.start,
         };
-        self.by_gfn
-            .iter_from(first)
-            // SAFETY: a slot in a set outlives the borrow of the set.
+        let walk = (!gfns.is_empty()).then(|| self.by_gfn.iter_from(first));
+        walk.into_iter()
+            .flatten()
+            // SAFETY: a set holds only live slots (invariant 6).
             .map(|entry| unsafe { entry.slot.get() })
             .take_while(move |slot| slot.base_gfn() < gfns.end)
     }
 
     /// The slots whose host range intersects `hvas`, by host address.
     pub(crate) fn in_hva_range(&self, hvas: Range<u64>) -> impl Iterator<Item = &Slot> + '_ {
-        // SAFETY: a slot in a set outlives the borrow of the set.
-        self.by_hva.overlapping(hvas).map(|slot| unsafe { slot.get() })
+        let walk = (!hvas.is_empty()).then(|| self.by_hva.overlapping(hvas));
+        // SAFETY: a set holds only live slots (invariant 6).
+        walk.into_iter().flatten().map(|slot| unsafe { slot.get() })
     }
 
     pub(crate) fn by_id(&self, id: u16) -> Option<&Slot> {
-        // SAFETY: a slot in a set outlives the borrow of the set.
+        // SAFETY: a set holds only live slots (invariant 6).
         self.by_id.get(&id).map(|&slot| unsafe { slot.get() })
     }
 
@@ -150,7 +155,7 @@ impl Set {
 
     /// Every slot of the set, by id.
     pub(crate) fn slots(&self) -> impl Iterator<Item = &Slot> + '_ {
-        // SAFETY: a slot in a set outlives the borrow of the set.
+        // SAFETY: a set holds only live slots (invariant 6).
         self.by_id.values().map(|&slot| unsafe { slot.get() })
     }
 
@@ -162,25 +167,52 @@ impl Set {
     /// Replaces `old` with `new` in every index (either may be absent) and
     /// moves the last-used cache from `old` to `new`. Writer only, while the
     /// set is inactive.
-    pub(crate) fn replace(&mut self, old: Option<SlotPtr>, new: Option<SlotPtr>) {
+    ///
+    /// # Safety
+    /// `old`, if given, is in this set; `new`, if given, is a live slot that
+    /// stays allocated for as long as this set holds it (invariant 6), and
+    /// its range overlaps no slot of the set but `old`.
+    pub(crate) unsafe fn replace(&mut self, old: Option<SlotPtr>, new: Option<SlotPtr>) {
         if let Some(old) = old {
-            // SAFETY: `old` is in this set, so it is still allocated.
-            let slot = unsafe { old.get() };
-            self.by_gfn.remove(slot.base_gfn());
-            self.by_hva.remove(slot.hva(), slot.id().into());
-            self.by_id.remove(&slot.id());
-            let new_raw = new.map_or(core::ptr::null_mut(), SlotPtr::as_raw);
-            // One compare-exchange moves the cache off the old slot and
-            // leaves it alone if it points elsewhere. Relaxed: no reader uses
-            // this set now; the next publication (Release) orders the store.
-            let _ = self.last_used.compare_exchange(old.as_raw(), new_raw, Ordering::Relaxed, Ordering::Relaxed);
+            // SAFETY: per the caller.
+            unsafe { self.remove(old, new) };
         }
         if let Some(new) = new {
-            // SAFETY: the writer just allocated `new` or holds it in a set.
-            let slot = unsafe { new.get() };
-            self.by_gfn.insert(slot.base_gfn(), Entry::of(slot, new));
-            self.by_hva.insert(slot.hva_range(), slot.id().into(), new);
-            self.by_id.insert(slot.id(), new);
+            // SAFETY: per the caller.
+            unsafe { self.insert(new) };
         }
+    }
+
+    /// Takes `old` out of every index and moves the last-used cache from it
+    /// to `successor` (or empties it). Writer only, while the set is
+    /// inactive.
+    ///
+    /// # Safety
+    /// `old` is in this set; `successor`, if given, is in the set, or will
+    /// be inserted before the set is next published.
+    pub(crate) unsafe fn remove(&mut self, old: SlotPtr, successor: Option<SlotPtr>) {
+        // SAFETY: `old` is in this set, so it is live (invariant 6).
+        let slot = unsafe { old.get() };
+        self.by_gfn.remove(slot.base_gfn());
+        self.by_hva.remove(slot.hva(), slot.id().into());
+        self.by_id.remove(&slot.id());
+        let successor = successor.map_or(core::ptr::null_mut(), SlotPtr::as_raw);
+        // One compare-exchange moves the cache off the old slot and leaves
+        // it alone if it points elsewhere. Relaxed: no reader uses this set
+        // now; the next publication (Release) orders the store.
+        let _ = self.last_used.compare_exchange(old.as_raw(), successor, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// Puts `new` in every index. Writer only, while the set is inactive.
+    ///
+    /// # Safety
+    /// `new` is a live slot that stays allocated for as long as this set
+    /// holds it (invariant 6), and overlaps no slot of the set.
+    pub(crate) unsafe fn insert(&mut self, new: SlotPtr) {
+        // SAFETY: live, per the caller.
+        let slot = unsafe { new.get() };
+        self.by_gfn.insert(slot.base_gfn(), Entry::of(slot, new));
+        self.by_hva.insert(slot.hva_range(), slot.id().into(), new);
+        self.by_id.insert(slot.id(), new);
     }
 }

@@ -12,36 +12,10 @@
 //!    same base and flags is a no-op;
 //! 8. CREATE and MOVE must not overlap another slot (its own old range is fine).
 
-use crate::addr::{is_page_aligned, Gfn, Hva, MAX_SLOT_PAGES, PAGE_SHIFT};
+use crate::addr::{is_page_aligned, MAX_SLOT_PAGES, PAGE_SHIFT};
 use crate::error::Error;
-use crate::set::Set;
-use crate::slot::{Flags, Region, SlotKey, SlotPtr};
-
-/// A request in the raw form of `KVM_SET_USER_MEMORY_REGION`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct RawRegion {
-    pub(crate) id: u32,
-    pub(crate) as_id: u32,
-    pub(crate) gpa: u64,
-    pub(crate) size: u64,
-    pub(crate) hva: Hva,
-    pub(crate) flags: u32,
-}
-
-impl RawRegion {
-    /// The raw form of `region`. The caller has checked that `base_gfn` and
-    /// `npages` fit (`check_frames`).
-    pub(crate) fn from_region(region: &Region) -> RawRegion {
-        RawRegion {
-            id: region.id.into(),
-            as_id: region.as_id.into(),
-            gpa: region.base_gfn << PAGE_SHIFT,
-            size: region.npages << PAGE_SHIFT,
-            hva: region.hva,
-            flags: region.flags.bits(),
-        }
-    }
-}
+use crate::map::set::Set;
+use crate::map::slot::{Flags, Region, SlotKey, SlotPtr, UserMemoryRegion};
 
 /// What a valid request changes.
 #[derive(Clone, Copy, Debug)]
@@ -100,57 +74,48 @@ impl Limits {
     }
 }
 
-/// Checks that a gfn range given in frames converts to bytes without wrapping.
-pub(crate) fn check_frames(base_gfn: Gfn, npages: u64) -> Result<(), Error> {
-    if npages > MAX_SLOT_PAGES {
-        return Err(Error::SlotTooLarge { npages });
-    }
-    if base_gfn.checked_mul(1 << PAGE_SHIFT).is_none() {
-        return Err(Error::GpaWraps);
-    }
-    Ok(())
-}
-
 /// Validates `raw` against `set` (the writer's view of its address space) and
 /// the pages already in use. Changes nothing.
 pub(crate) fn plan<'s>(
     limits: &Limits,
     set_of: impl FnOnce(u16) -> &'s Set,
     total_pages: u64,
-    raw: RawRegion,
+    raw: UserMemoryRegion,
 ) -> Result<Plan, Error> {
-    let flags = Flags::from_bits(raw.flags).ok_or(Error::UnknownFlags { bits: raw.flags })?;
-    if !is_page_aligned(raw.size) {
-        return Err(Error::UnalignedSize { size: raw.size });
+    let unknown = raw.flags.bits() & !Flags::all().bits();
+    if unknown != 0 {
+        return Err(Error::UnknownFlags { bits: unknown });
     }
-    if !is_page_aligned(raw.gpa) {
-        return Err(Error::UnalignedGpa { gpa: raw.gpa });
+    let (flags, gpa, size, hva) = (raw.flags, raw.guest_phys_addr, raw.memory_size, raw.userspace_addr);
+    if !is_page_aligned(size) {
+        return Err(Error::UnalignedSize { size });
     }
-    if !is_page_aligned(raw.hva) {
-        return Err(Error::UnalignedHva { hva: raw.hva });
+    if !is_page_aligned(gpa) {
+        return Err(Error::UnalignedGpa { gpa });
     }
-    if raw.hva.checked_add(raw.size).is_none() {
+    if !is_page_aligned(hva) {
+        return Err(Error::UnalignedHva { hva });
+    }
+    if hva.checked_add(size).is_none() {
         return Err(Error::HvaWraps);
     }
-    let as_id = u16::try_from(raw.as_id).ok().filter(|&a| a < limits.address_spaces);
-    let as_id = as_id.ok_or(Error::InvalidAddressSpace { as_id: raw.as_id })?;
-    let id = u16::try_from(raw.id).ok().filter(|&i| i < limits.max_slots);
-    let id = id.ok_or(Error::InvalidSlotId { id: raw.id })?;
-    if raw.gpa.checked_add(raw.size).is_none() {
+    let key = raw.key();
+    limits.check_key(key)?;
+    if gpa.checked_add(size).is_none() {
         return Err(Error::GpaWraps);
     }
-    let npages = raw.size >> PAGE_SHIFT;
+    let npages = size >> PAGE_SHIFT;
     if npages > MAX_SLOT_PAGES {
         return Err(Error::SlotTooLarge { npages });
     }
 
-    let key = SlotKey { id, as_id };
+    let SlotKey { id, as_id } = key;
     let set = set_of(as_id);
     let old = set.ptr_by_id(id);
     if npages == 0 {
         return old.map(Plan::Delete).ok_or(Error::NoSuchSlot { key });
     }
-    let new = Region { id, as_id, base_gfn: raw.gpa >> PAGE_SHIFT, npages, hva: raw.hva, flags };
+    let new = Region { id, as_id, base_gfn: gpa >> PAGE_SHIFT, npages, hva, flags };
     let plan = match old {
         None => {
             let limit = limits.max_total_pages;

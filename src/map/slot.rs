@@ -3,65 +3,18 @@
 use core::fmt;
 use core::ops::Range;
 
-use crate::addr::{Gfn, Hva, PAGE_SHIFT};
+use crate::addr::{Gfn, Hva, GFN_LIMIT, MAX_SLOT_PAGES, PAGE_SHIFT};
+use crate::error::Error;
 
-/// Slot flags, with KVM's bit values.
-#[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
-pub struct Flags(u32);
-
-impl Flags {
-    /// Dirty pages are logged.
-    pub const LOG_DIRTY_PAGES: Flags = Flags(1 << 0);
-    /// The guest may not write through this slot.
-    pub const READONLY: Flags = Flags(1 << 1);
-    /// Internal: the slot is being deleted or moved; lookups do not return it.
-    pub(crate) const INVALID: Flags = Flags(1 << 16);
-    /// The bits a caller may set.
-    pub(crate) const USER_MASK: u32 = Self::LOG_DIRTY_PAGES.0 | Self::READONLY.0;
-
-    /// No flags.
-    pub const fn empty() -> Flags {
-        Flags(0)
-    }
-
-    /// The flags for `bits`, or `None` if a bit is not a user flag.
-    pub const fn from_bits(bits: u32) -> Option<Flags> {
-        if bits & !Self::USER_MASK == 0 {
-            Some(Flags(bits))
-        } else {
-            None
-        }
-    }
-
-    /// The raw bits.
-    pub const fn bits(self) -> u32 {
-        self.0
-    }
-
-    /// Whether every bit of `other` is set.
-    pub const fn contains(self, other: Flags) -> bool {
-        self.0 & other.0 == other.0
-    }
-}
-
-impl core::ops::BitOr for Flags {
-    type Output = Flags;
-    fn bitor(self, rhs: Flags) -> Flags {
-        Flags(self.0 | rhs.0)
-    }
-}
-
-impl fmt::Debug for Flags {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let names =
-            [(Flags::LOG_DIRTY_PAGES, "LOG_DIRTY_PAGES"), (Flags::READONLY, "READONLY"), (Flags::INVALID, "INVALID")];
-        let mut list = f.debug_set();
-        for (flag, name) in names {
-            if self.contains(flag) {
-                list.entry(&format_args!("{name}"));
-            }
-        }
-        list.finish()
+bitflags::bitflags! {
+    /// Slot flags, with KVM's bit values. Unknown bits are kept (see
+    /// [`Flags::from_bits_retain`]) so that validation can name them.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+    pub struct Flags: u32 {
+        /// Dirty pages are logged.
+        const LOG_DIRTY_PAGES = 1 << 0;
+        /// The guest may not write through this slot.
+        const READONLY = 1 << 1;
     }
 }
 
@@ -72,6 +25,13 @@ pub struct SlotKey {
     pub id: u16,
     /// The address space.
     pub as_id: u16,
+}
+
+impl SlotKey {
+    /// KVM's packed `slot` field: `(as_id << 16) | id`.
+    pub const fn kvm_slot(self) -> u32 {
+        ((self.as_id as u32) << 16) | self.id as u32
+    }
 }
 
 impl fmt::Display for SlotKey {
@@ -109,11 +69,70 @@ impl Region {
     }
 }
 
+/// A request in the shape of KVM's `struct kvm_userspace_memory_region`,
+/// for [`Writer::set_region`](crate::Writer::set_region).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct UserMemoryRegion {
+    /// `(as_id << 16) | id`, as KVM packs it: see [`SlotKey::kvm_slot`].
+    pub slot: u32,
+    /// The slot's flags; unknown bits are refused with
+    /// [`Error::UnknownFlags`](crate::Error::UnknownFlags).
+    pub flags: Flags,
+    /// The guest physical address of the first byte; page aligned.
+    pub guest_phys_addr: u64,
+    /// The size in bytes; page aligned; 0 deletes the slot.
+    pub memory_size: u64,
+    /// The host address backing `guest_phys_addr`; page aligned.
+    pub userspace_addr: u64,
+}
+
+impl UserMemoryRegion {
+    /// The key the `slot` field names: address space from the upper 16
+    /// bits, id from the lower 16, as KVM splits it.
+    pub const fn key(&self) -> SlotKey {
+        SlotKey { id: self.slot as u16, as_id: (self.slot >> 16) as u16 }
+    }
+}
+
+impl TryFrom<Region> for UserMemoryRegion {
+    type Error = Error;
+
+    /// The request that sets a slot to `region`.
+    ///
+    /// # Errors
+    /// [`Error::SlotTooLarge`] for more than [`MAX_SLOT_PAGES`] pages, and
+    /// [`Error::GpaWraps`] for a range that does not fit a byte address.
+    fn try_from(region: Region) -> Result<UserMemoryRegion, Error> {
+        check_frames(region.base_gfn, region.npages)?;
+        Ok(UserMemoryRegion {
+            slot: region.key().kvm_slot(),
+            flags: region.flags,
+            guest_phys_addr: region.base_gfn << PAGE_SHIFT,
+            memory_size: region.npages << PAGE_SHIFT,
+            userspace_addr: region.hva,
+        })
+    }
+}
+
+/// Checks that a gfn range given in frames converts to a byte range whose
+/// end does not wrap (KVM's `gpa + size < gpa` check).
+pub(crate) fn check_frames(base_gfn: Gfn, npages: u64) -> Result<(), Error> {
+    if npages > MAX_SLOT_PAGES {
+        return Err(Error::SlotTooLarge { npages });
+    }
+    match base_gfn.checked_add(npages) {
+        Some(end) if end < GFN_LIMIT => Ok(()),
+        _ => Err(Error::GpaWraps),
+    }
+}
+
 /// A slot as readers see it. Immutable once readers can reach it: a change
 /// makes a new `Slot`.
 #[derive(Debug)]
 pub struct Slot {
     region: Region,
+    /// Being deleted or moved: in the sets, but no lookup returns it.
+    invalid: bool,
     /// Under loom, a tracked cell that readers read whenever a slot is
     /// handed out and the writer writes before freeing it, so the model
     /// checker reports any reader access that is not ordered before the free.
@@ -123,16 +142,17 @@ pub struct Slot {
 
 impl PartialEq for Slot {
     fn eq(&self, other: &Slot) -> bool {
-        self.region == other.region
+        (self.region, self.invalid) == (other.region, other.invalid)
     }
 }
 
 impl Eq for Slot {}
 
 impl Slot {
-    pub(crate) fn new(region: Region) -> Slot {
+    pub(crate) fn new(region: Region, invalid: bool) -> Slot {
         Slot {
             region,
+            invalid,
             #[cfg(loom)]
             liveness: crate::sync::UnsafeCell::new(()),
         }
@@ -214,7 +234,7 @@ impl Slot {
     }
 
     pub(crate) fn is_invalid(&self) -> bool {
-        self.region.flags.contains(Flags::INVALID)
+        self.invalid
     }
 }
 
@@ -232,8 +252,8 @@ unsafe impl Send for SlotPtr {}
 unsafe impl Sync for SlotPtr {}
 
 impl SlotPtr {
-    pub(crate) fn alloc(region: Region) -> SlotPtr {
-        let boxed = alloc::boxed::Box::new(Slot::new(region));
+    pub(crate) fn alloc(region: Region, invalid: bool) -> SlotPtr {
+        let boxed = alloc::boxed::Box::new(Slot::new(region, invalid));
         SlotPtr(core::ptr::NonNull::from(alloc::boxed::Box::leak(boxed)))
     }
 

@@ -40,7 +40,8 @@ impl<V: Copy> Node<V> {
             i += usize::from(self.keys[i + step - 1] <= key) * step;
             step /= 2;
         }
-        i + usize::from(self.keys[i] <= key)
+        // Unused keys are `NONE`, which a key of `u64::MAX` would count.
+        (i + usize::from(self.keys[i] <= key)).min(self.len)
     }
 
     fn insert_at(&mut self, i: usize, key: u64, kid: u32, val: Option<V>) {
@@ -301,6 +302,76 @@ mod tests {
         }
     }
 
+    /// Keys mostly low, some just below `NONE` (which is never a key).
+    fn key() -> impl Strategy<Value = u64> {
+        prop_oneof![8 => 0u64..5000, 1 => (u64::MAX - 5000)..u64::MAX]
+    }
+
+    /// `floor` and `iter_from` at every probe, against the model.
+    fn agrees_at(index: &GfnIndex<u64>, model: &BTreeMap<u64, u64>, probes: &[u64]) {
+        for &p in probes {
+            let floor = model.range(..=p).next_back().map(|(&k, &v)| (k, v));
+            assert_eq!(index.floor(p), floor, "floor({p:#x}) of {} keys", model.len());
+            let got: Vec<u64> = index.iter_from(p).collect();
+            let want: Vec<u64> = model.range(p..).map(|(_, &v)| v).collect();
+            assert_eq!(got, want, "iter_from({p:#x}) of {} keys", model.len());
+        }
+    }
+
+    /// The top of the key space on indexes of one leaf up to four levels:
+    /// `floor(u64::MAX)` is the greatest key and `iter_from(u64::MAX)` is
+    /// empty (no key equals `NONE`), with keys low, high, and both.
+    #[test]
+    fn top_of_the_key_space_matches_a_btreemap() {
+        let sizes: &[u64] = if cfg!(miri) {
+            &[0, 1, 2, 31, 32, 33, 200]
+        } else {
+            &[0, 1, 2, 15, 16, 31, 32, 33, 64, 500, 1100, 10_000, 40_000]
+        };
+        let mut heights = Vec::new();
+        for &n in sizes {
+            for layout in 0..3 {
+                let key = |i: u64| match layout {
+                    0 => i * 3,
+                    1 => u64::MAX - 1 - i * 3,
+                    _ if i % 2 == 0 => i * 3,
+                    _ => u64::MAX - 1 - i * 3,
+                };
+                let mut index = GfnIndex::new();
+                let mut model = BTreeMap::new();
+                // A scrambled order (7919 is prime to every size here but
+                // 0), so nodes split at varied points.
+                for j in 0..n {
+                    let k = key((j * 7919) % n);
+                    index.insert(k, k / 2);
+                    model.insert(k, k / 2);
+                }
+                let (_, count) = index.check(index.root, index.height, true);
+                assert_eq!(count, model.len());
+                heights.push(index.height);
+                let max = model.keys().next_back().copied();
+                let mut probes = alloc::vec![u64::MAX, u64::MAX - 1, u64::MAX - 2, u64::MAX - 3, 0, 1, 1 << 52];
+                probes.extend(max.into_iter().flat_map(|m| [m, m.saturating_add(1), m.saturating_sub(1)]));
+                agrees_at(&index, &model, &probes);
+                if let Some(max) = max {
+                    assert_eq!(index.floor(u64::MAX), Some((max, max / 2)));
+                }
+                assert_eq!(index.iter_from(u64::MAX).count(), 0);
+                // Remove the upper half, top first, and look again.
+                let upper: Vec<u64> = model.keys().rev().take(model.len() / 2).copied().collect();
+                for k in upper {
+                    assert_eq!(index.remove(k), model.remove(&k));
+                }
+                let (_, count) = index.check(index.root, index.height, true);
+                assert_eq!(count, model.len());
+                agrees_at(&index, &model, &probes);
+            }
+        }
+        // The sizes reach several levels.
+        let deepest = heights.iter().max().copied().unwrap_or(0);
+        assert!(deepest >= if cfg!(miri) { 1 } else { 3 }, "heights {heights:?}");
+    }
+
     proptest! {
         #![proptest_config(if cfg!(miri) {
             ProptestConfig { cases: 4, failure_persistence: None, ..ProptestConfig::default() }
@@ -310,17 +381,23 @@ mod tests {
         /// Up to 3000 operations, 3 inserts to 1 remove over 5000 keys: trees
         /// of three levels, with splits, borrows and merges at every level.
         /// (Under miri 400, so two levels; the test below goes deeper.)
+        ///
+        /// A share of the keys and probes sit at the top of the key space,
+        /// where `rank` must not count the unused slots (`NONE`).
         #[test]
         fn matches_a_btreemap(
-            ops in proptest::collection::vec((0u8..4, 0u64..5000), 1..if cfg!(miri) { 400 } else { 3000 }),
-            probes in proptest::collection::vec(0u64..5100, 1..40),
+            ops in proptest::collection::vec((0u8..4, key()), 1..if cfg!(miri) { 400 } else { 3000 }),
+            probes in proptest::collection::vec(
+                prop_oneof![8 => 0u64..5100, 1 => (u64::MAX - 5100)..=u64::MAX, 1 => Just(u64::MAX)],
+                1..40,
+            ),
         ) {
             let mut index = GfnIndex::new();
             let mut model = BTreeMap::new();
             for (step, &(op, key)) in ops.iter().enumerate() {
                 if op > 0 && !model.contains_key(&key) {
-                    index.insert(key, key * 10);
-                    model.insert(key, key * 10);
+                    index.insert(key, key.wrapping_mul(10));
+                    model.insert(key, key.wrapping_mul(10));
                 } else if op == 0 {
                     prop_assert_eq!(index.remove(key), model.remove(&key));
                 }
@@ -335,6 +412,7 @@ mod tests {
                 let want: Vec<u64> = model.range(p..).map(|(_, &v)| v).collect();
                 prop_assert_eq!(got, want);
             }
+            agrees_at(&index, &model, &[u64::MAX, u64::MAX - 1]);
         }
     }
 

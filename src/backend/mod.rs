@@ -1,0 +1,90 @@
+//! The seam a backend plugs into: something outside the crate that must
+//! follow every slot change, such as a KVM VM (feature `kvm`).
+//!
+//! Modeled on the kernel's prepare / commit steps. For one writer call or one
+//! batch, the writer calls, in this order:
+//!
+//! 1. [`Backend::prepare`] once per net change, after the whole call or
+//!    batch has been validated and before anything is published. The order
+//!    is: every delete, then every move, then every flags change, then every
+//!    create; within a kind, by slot key. If `prepare` refuses a change, the
+//!    writer calls [`Backend::abort`] for every change already prepared in
+//!    this call, in reverse order, publishes nothing, and returns
+//!    [`Error::Backend`](crate::Error::Backend).
+//! 2. [`Backend::invalidated`] once per deleted or moved slot, after the swap
+//!    that made those slots INVALID and the grace period after it: no reader
+//!    can reach their old ranges any more (where KVM flushes them).
+//! 3. [`Backend::commit`] once per net change, in the order of step 1, after
+//!    the swap that published the batch and the grace period after it.
+//!
+//! A change that changes nothing (an identical re-set, or batch operations
+//! that cancel out) calls no hook. [`NoBackend`] does nothing and costs
+//! nothing.
+
+use crate::map::{Change, Region, SlotKey};
+
+/// One net change of a writer call or batch, as a backend sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlotChange {
+    /// The slot.
+    pub key: SlotKey,
+    /// The slot before the call, if it existed.
+    pub old: Option<Region>,
+    /// The slot after the call, if it exists.
+    pub new: Option<Region>,
+}
+
+impl SlotChange {
+    /// What the change does.
+    pub fn kind(&self) -> Change {
+        match (self.old, self.new) {
+            (None, Some(_)) => Change::Created,
+            (Some(_), None) => Change::Deleted,
+            (Some(old), Some(new)) if old.base_gfn != new.base_gfn => Change::Moved,
+            (Some(old), Some(new)) if old.flags != new.flags => Change::FlagsChanged,
+            _ => Change::Unchanged,
+        }
+    }
+}
+
+/// Something that follows every slot change; see the [module docs](self) for
+/// the exact order of calls.
+///
+/// The hooks run on the writer's thread, inside the writer call, while no
+/// view of that thread is held. A hook that panics poisons the slot map (see
+/// [`Error::Poisoned`](crate::Error::Poisoned)): readers keep a consistent
+/// published layout, and every later writer call is refused.
+pub trait Backend: Send {
+    /// Sees a validated change before anything is published; an `Err`
+    /// refuses it, with a code the writer returns in
+    /// [`Error::Backend`](crate::Error::Backend) (the `kvm` backend returns
+    /// the errno).
+    ///
+    /// # Errors
+    /// The backend's refusal.
+    fn prepare(&mut self, change: &SlotChange) -> Result<(), i32> {
+        let _ = change;
+        Ok(())
+    }
+
+    /// Undoes a `prepare` of the same call, after a later one was refused.
+    fn abort(&mut self, change: &SlotChange) {
+        let _ = change;
+    }
+
+    /// The deleted or moved slot's old range is unreachable by readers.
+    fn invalidated(&mut self, change: &SlotChange) {
+        let _ = change;
+    }
+
+    /// The change is published and no reader sees the old state any more.
+    fn commit(&mut self, change: &SlotChange) {
+        let _ = change;
+    }
+}
+
+/// The default backend: no hooks.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoBackend;
+
+impl Backend for NoBackend {}

@@ -1,0 +1,142 @@
+//! Batches: several slot changes that readers see at once.
+
+use alloc::vec::Vec;
+use core::fmt;
+
+use crate::addr::Gfn;
+use crate::backend::Backend;
+use crate::error::Error;
+use crate::map::plan::Change;
+use crate::map::slot::{Flags, Region, SlotKey, UserMemoryRegion};
+use crate::map::writer::Writer;
+
+/// One operation of a batch (a single writer call is a batch of one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Op {
+    Create(Region),
+    Delete(SlotKey),
+    Move(SlotKey, Gfn),
+    SetFlags(SlotKey, Flags),
+    SetRegion(UserMemoryRegion),
+}
+
+/// A list of slot changes that [`Batch::commit`] validates as a whole and
+/// then publishes at once. Get one with [`Writer::batch`]; dropping it
+/// without `commit` changes nothing.
+///
+/// Operations follow the rules of the single calls, checked against the
+/// state as it evolves inside the batch: an operation may reuse the id an
+/// earlier one deleted, or move a slot into a range an earlier one freed;
+/// two operations of the batch may not overlap each other.
+///
+/// ```
+/// use memslots::{Config, Flags, Memslots, Region, SlotKey};
+///
+/// let slots = Memslots::new(Config::default())?;
+/// let mut writer = slots.writer()?;
+/// let dimm = Region { id: 0, as_id: 0, base_gfn: 0x100, npages: 0x200, hva: 0x7f00_0000_0000, flags: Flags::empty() };
+/// writer.create(dimm)?;
+/// // Replace one DIMM by two halves: readers see the old slot or both halves.
+/// let mut batch = writer.batch();
+/// batch.delete(dimm.key());
+/// batch.create(Region { npages: 0x100, ..dimm });
+/// batch.create(Region { id: 1, base_gfn: 0x200, npages: 0x100, hva: dimm.hva + 0x10_0000, ..dimm });
+/// batch.commit().map_err(|e| e.error)?;
+/// assert_eq!(slots.reader().pin().slots().count(), 2);
+/// # Ok::<(), memslots::Error>(())
+/// ```
+#[must_use = "a batch does nothing until it is committed"]
+pub struct Batch<'w, B: Backend> {
+    writer: &'w mut Writer<B>,
+    ops: Vec<Op>,
+}
+
+impl<'w, B: Backend> Batch<'w, B> {
+    pub(crate) fn new(writer: &'w mut Writer<B>) -> Batch<'w, B> {
+        Batch { writer, ops: Vec::new() }
+    }
+
+    /// Adds a [`Writer::create`].
+    pub fn create(&mut self, region: Region) -> &mut Self {
+        self.push(Op::Create(region))
+    }
+
+    /// Adds a [`Writer::delete`].
+    pub fn delete(&mut self, key: SlotKey) -> &mut Self {
+        self.push(Op::Delete(key))
+    }
+
+    /// Adds a [`Writer::move_to`].
+    pub fn move_to(&mut self, key: SlotKey, base_gfn: Gfn) -> &mut Self {
+        self.push(Op::Move(key, base_gfn))
+    }
+
+    /// Adds a [`Writer::set_flags`].
+    pub fn set_flags(&mut self, key: SlotKey, flags: Flags) -> &mut Self {
+        self.push(Op::SetFlags(key, flags))
+    }
+
+    /// Adds a [`Writer::set_region`].
+    pub fn set_region(&mut self, region: UserMemoryRegion) -> &mut Self {
+        self.push(Op::SetRegion(region))
+    }
+
+    fn push(&mut self, op: Op) -> &mut Self {
+        self.ops.push(op);
+        self
+    }
+
+    /// Operations collected so far.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// Whether no operation was collected.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// Validates every operation, then publishes the whole batch: per
+    /// touched address space one swap that makes every deleted and moved
+    /// slot INVALID (none without DELETE or MOVE), then one swap with every
+    /// change, then the catch-up of the other set; two grace periods at
+    /// most, however many operations. Returns what each operation did.
+    ///
+    /// # Errors
+    /// The first operation that breaks a rule, with its index and the
+    /// [`Error`] the single call would give; the backend's refusal
+    /// ([`Error::Backend`]) with the index of the last operation on that
+    /// slot; [`Error::ViewHeldByWriterThread`] or [`Error::Poisoned`]
+    /// without an index. Nothing changes then: sets, caches, generations
+    /// and total pages are as before.
+    pub fn commit(self) -> Result<Vec<Change>, BatchError> {
+        self.writer.run(&self.ops)
+    }
+}
+
+impl<B: Backend> fmt::Debug for Batch<'_, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Batch").field("ops", &self.ops).finish()
+    }
+}
+
+/// Why a batch was refused; nothing of it was applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchError {
+    /// The operation that failed, counting from 0; `None` for a refusal of
+    /// the whole batch.
+    pub index: Option<usize>,
+    /// What the operation (or the batch) got.
+    pub error: Error,
+}
+
+impl fmt::Display for BatchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.index {
+            Some(index) => write!(f, "batch operation {index}: {}", self.error),
+            None => write!(f, "batch: {}", self.error),
+        }
+    }
+}
+
+impl core::error::Error for BatchError {}

@@ -1,0 +1,369 @@
+//! The writer's engine: validates a batch of operations in the inactive sets,
+//! asks the backend, then publishes the net changes with at most two swaps
+//! per touched address space and two grace periods in all.
+//!
+//! Validation applies each operation to the inactive set of its address
+//! space, so each is checked against the state as it evolves inside the
+//! batch, by the same rules (`plan`) as a single call. Readers never see the
+//! inactive sets (invariant 2), so a refused batch is undone there and
+//! nothing was ever published (invariant 5).
+
+use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
+
+use crate::backend::{Backend, SlotChange};
+use crate::error::Error;
+use crate::map::batch::{BatchError, Op};
+use crate::map::plan::{plan, Change, Plan};
+use crate::map::set::Set;
+use crate::map::shared::Inner;
+use crate::map::slot::{Region, SlotKey, SlotPtr, UserMemoryRegion};
+use crate::sync::{AtomicBool, Ordering};
+
+/// What a batch did to one slot key: the slot before (`orig`, in both sets)
+/// and after (`fin`, in the inactive set once validated).
+#[derive(Clone, Copy)]
+struct Net {
+    orig: Option<SlotPtr>,
+    fin: Option<SlotPtr>,
+    /// The last operation on the key, named when the backend refuses it.
+    index: usize,
+    /// The INVALID copy of `orig` published while the change is under way
+    /// (DELETE and MOVE only).
+    invalid: Option<SlotPtr>,
+}
+
+impl Net {
+    fn region(slot: Option<SlotPtr>) -> Option<Region> {
+        // SAFETY: `orig` is in both sets and `fin` was made by this batch;
+        // both are live until the batch frees them (invariant 6).
+        slot.map(|slot| *unsafe { slot.get() }.region())
+    }
+
+    fn change(&self, key: SlotKey) -> SlotChange {
+        SlotChange { key, old: Net::region(self.orig), new: Net::region(self.fin) }
+    }
+
+    /// The slot the set published first in the batch holds for this key.
+    fn first_published(&self) -> Option<SlotPtr> {
+        self.invalid.or(self.orig)
+    }
+}
+
+/// The writer's state during one batch.
+pub(crate) struct Engine<'a, B> {
+    inner: &'a Inner,
+    backend: &'a mut B,
+    /// Every key the batch touched, in key order.
+    nets: BTreeMap<SlotKey, Net>,
+    /// Slots allocated by validation; those that are not a final slot are
+    /// freed when the batch ends.
+    made: Vec<SlotPtr>,
+    total_pages: u64,
+}
+
+impl<'a, B: Backend> Engine<'a, B> {
+    pub(crate) fn new(inner: &'a Inner, backend: &'a mut B) -> Engine<'a, B> {
+        // Relaxed: only the writer reads or writes the total.
+        let total_pages = inner.total_pages.load(Ordering::Relaxed);
+        Engine { inner, backend, nets: BTreeMap::new(), made: Vec::new(), total_pages }
+    }
+
+    /// Runs `f` on the inactive set of `as_id`.
+    fn edit<R>(&self, as_id: u16, f: impl FnOnce(&mut Set) -> R) -> R {
+        // SAFETY: invariants 2 and 7: this is the writer, and every swap is
+        // followed by a grace period before the engine edits the set, so no
+        // reader is inside it.
+        let set = unsafe { self.inner.spaces[usize::from(as_id)].inactive() };
+        // SAFETY: as above; the reference ends with `f`, and the engine
+        // holds no other reference into the set meanwhile.
+        f(unsafe { set.deref() })
+    }
+
+    /// Validates and applies `ops`, then publishes them. On error nothing is
+    /// published and the inactive sets are as before.
+    pub(crate) fn run(self, ops: &[Op]) -> Result<Vec<Change>, BatchError> {
+        // Relaxed: the flag is only set by a writer thread that unwound, and
+        // the writer handoff (`writer_taken`) orders it before this load.
+        if self.inner.poisoned.load(Ordering::Relaxed) {
+            return Err(BatchError { index: None, error: Error::Poisoned });
+        }
+        // Until this returns, an unwinding panic (from a backend hook, or a
+        // bug) leaves the sets out of step: poison the map then.
+        let guard = PoisonOnUnwind(&self.inner.poisoned);
+        let result = self.run_unguarded(ops);
+        core::mem::forget(guard);
+        result
+    }
+
+    fn run_unguarded(mut self, ops: &[Op]) -> Result<Vec<Change>, BatchError> {
+        let mut changes = Vec::with_capacity(ops.len());
+        for (index, op) in ops.iter().enumerate() {
+            match self.apply(index, *op) {
+                Ok(change) => changes.push(change),
+                Err(error) => return Err(self.undo(Some(index), error)),
+            }
+        }
+        self.drop_cancelled();
+        if self.nets.is_empty() {
+            self.free_made(None);
+            return Ok(changes);
+        }
+        let mut order: Vec<(SlotChange, usize)> =
+            self.nets.iter().map(|(&key, net)| (net.change(key), net.index)).collect();
+        order.sort_by_key(|(change, _)| (kind_rank(change.kind()), change.key));
+        if self.inner.epochs.held_on_this_thread() {
+            return Err(self.undo(None, Error::ViewHeldByWriterThread));
+        }
+        for (i, &(change, index)) in order.iter().enumerate() {
+            if let Err(code) = self.backend.prepare(&change) {
+                for (change, _) in order[..i].iter().rev() {
+                    self.backend.abort(change);
+                }
+                return Err(self.undo(Some(index), Error::Backend { code }));
+            }
+        }
+        self.publish(&order);
+        for (change, _) in &order {
+            self.backend.commit(change);
+        }
+        Ok(changes)
+    }
+
+    /// Validates one operation against the inactive set and applies it there.
+    fn apply(&mut self, index: usize, op: Op) -> Result<Change, Error> {
+        let raw = self.resolve(op)?;
+        let key = raw.key();
+        let mut set = None;
+        let plan = plan(
+            &self.inner.limits,
+            |as_id| {
+                // SAFETY: as in `edit`; the reference ends with `plan`.
+                unsafe { set.insert(self.inner.spaces[usize::from(as_id)].inactive()).deref() }
+            },
+            self.total_pages,
+            raw,
+        )?;
+        drop(set); // Under loom, the end of the tracked access.
+        let (old, new) = match plan {
+            Plan::Unchanged => return Ok(Change::Unchanged),
+            Plan::Create(region) => {
+                self.total_pages += region.npages;
+                (None, Some(self.alloc(region)))
+            }
+            Plan::Flags(old, region) | Plan::Move(old, region) => (Some(old), Some(self.alloc(region))),
+            Plan::Delete(old) => {
+                // SAFETY: `old` is in the inactive set, so it is live
+                // (invariant 6).
+                self.total_pages -= unsafe { old.get() }.npages();
+                (Some(old), None)
+            }
+        };
+        // SAFETY: `plan` found `old` in this set and checked that `new`
+        // overlaps nothing but `old`; `new` stays allocated until the batch
+        // frees it, after taking it out of every set (invariant 3).
+        self.edit(key.as_id, |set| unsafe { set.replace(old, new) });
+        let net = self.nets.entry(key).or_insert(Net { orig: old, fin: old, index, invalid: None });
+        (net.fin, net.index) = (new, index);
+        Ok(plan.change())
+    }
+
+    /// The raw request of an operation, with the single calls' own errors.
+    fn resolve(&self, op: Op) -> Result<UserMemoryRegion, Error> {
+        let existing = |key: SlotKey| -> Result<Region, Error> {
+            self.inner.limits.check_key(key)?;
+            let region = self.edit(key.as_id, |set| set.by_id(key.id).map(|slot| *slot.region()));
+            region.ok_or(Error::NoSuchSlot { key })
+        };
+        match op {
+            Op::Create(region) => {
+                let key = region.key();
+                self.inner.limits.check_key(key)?;
+                if region.npages == 0 {
+                    return Err(Error::EmptySlot);
+                }
+                if existing(key).is_ok() {
+                    return Err(Error::SlotExists { key });
+                }
+                UserMemoryRegion::try_from(region)
+            }
+            Op::Delete(key) => Ok(UserMemoryRegion { memory_size: 0, ..UserMemoryRegion::try_from(existing(key)?)? }),
+            Op::Move(key, base_gfn) => UserMemoryRegion::try_from(Region { base_gfn, ..existing(key)? }),
+            Op::SetFlags(key, flags) => UserMemoryRegion::try_from(Region { flags, ..existing(key)? }),
+            Op::SetRegion(raw) => Ok(raw),
+        }
+    }
+
+    fn alloc(&mut self, region: Region) -> SlotPtr {
+        let slot = alloc_slot(self.inner, region, false);
+        self.made.push(slot);
+        slot
+    }
+
+    /// Forgets keys whose operations cancel out, putting the original slot
+    /// object back where the batch made an equal copy of it.
+    fn drop_cancelled(&mut self) {
+        let cancelled: Vec<SlotKey> = self
+            .nets
+            .iter()
+            .filter(|(_, net)| Net::region(net.orig) == Net::region(net.fin))
+            .map(|(&key, _)| key)
+            .collect();
+        for key in cancelled {
+            let net = self.nets.remove(&key).unwrap_or_else(|| unreachable!("listed above"));
+            if net.fin != net.orig {
+                // SAFETY: `fin` is in the set; `orig` is live (it is in the
+                // active set) and has the same range.
+                self.edit(key.as_id, |set| unsafe { set.replace(net.fin, net.orig) });
+            }
+        }
+    }
+
+    /// Puts the inactive sets back as they were and frees what validation
+    /// made; the batch fails with `error`.
+    fn undo(mut self, index: Option<usize>, error: Error) -> BatchError {
+        let nets = core::mem::take(&mut self.nets);
+        self.rewrite(&nets, |net| net.fin, |net| net.orig);
+        self.free_made(None);
+        BatchError { index, error }
+    }
+
+    /// In the inactive set of every key in `nets`, replaces `from(net)` with
+    /// `to(net)`: all removals first, then all insertions, so that no two
+    /// slots of a set overlap at any step.
+    fn rewrite(
+        &self,
+        nets: &BTreeMap<SlotKey, Net>,
+        from: impl Fn(&Net) -> Option<SlotPtr>,
+        to: impl Fn(&Net) -> Option<SlotPtr>,
+    ) {
+        for (key, net) in nets {
+            if let Some(old) = from(net) {
+                // SAFETY: the caller names slots the set holds; the cache
+                // moves to a slot inserted below.
+                self.edit(key.as_id, |set| unsafe { set.remove(old, to(net)) });
+            }
+        }
+        for (key, net) in nets {
+            if let Some(new) = to(net) {
+                // SAFETY: live until the batch frees it, after it left every
+                // set; the set's other slots do not overlap it (the state
+                // `to` names was validated or published before).
+                self.edit(key.as_id, |set| unsafe { set.insert(new) });
+            }
+        }
+    }
+
+    /// Frees the slots validation made, except the final slots of `keep`.
+    fn free_made(&mut self, keep: Option<&BTreeMap<SlotKey, Net>>) {
+        for slot in core::mem::take(&mut self.made) {
+            // SAFETY: `made` holds live slots this batch allocated.
+            let key = unsafe { slot.get() }.key();
+            if keep.and_then(|nets| nets.get(&key)).and_then(|net| net.fin) != Some(slot) {
+                // SAFETY: never published, and no set holds it any more (a
+                // later operation, `drop_cancelled` or `undo` replaced it).
+                unsafe { free_slot(self.inner, slot) };
+            }
+        }
+    }
+
+    /// Publishes the validated nets: the INVALID swap where a slot is
+    /// deleted or moved, the final swap, the catch-up, then frees what left.
+    fn publish(&mut self, order: &[(SlotChange, usize)]) {
+        let mut nets = core::mem::take(&mut self.nets);
+        self.free_made(Some(&nets));
+        for (change, _) in order {
+            if let (true, Some(old)) = (invalidates(change), change.old) {
+                let invalid = alloc_slot(self.inner, old, true);
+                nets.entry(change.key).and_modify(|net| net.invalid = Some(invalid));
+            }
+        }
+        let invalidating = address_spaces(nets.iter().filter(|(_, net)| net.invalid.is_some()));
+        let touched = address_spaces(nets.iter());
+        if !invalidating.is_empty() {
+            let some: BTreeMap<SlotKey, Net> =
+                nets.iter().filter(|(key, _)| invalidating.contains(&key.as_id)).map(|(k, n)| (*k, *n)).collect();
+            // Those inactive sets hold the final state: make it the original
+            // one with INVALID copies of the deleted and moved slots.
+            self.rewrite(&some, |net| net.fin, Net::first_published);
+            self.swap_and_wait(&invalidating);
+            for (change, _) in order.iter().filter(|(change, _)| invalidates(change)) {
+                self.backend.invalidated(change);
+            }
+            // The sets now inactive hold the original state.
+            self.rewrite(&some, |net| net.orig, |net| net.fin);
+        }
+        self.swap_and_wait(&touched);
+        // Catch up the sets left behind.
+        self.rewrite(&nets, Net::first_published, |net| net.fin);
+        for net in nets.values() {
+            for slot in [net.orig, net.invalid].into_iter().flatten() {
+                // SAFETY: invariant 3: the slot left both sets, and the grace
+                // period after the final swap has passed since it was last
+                // reachable; per-vCPU caches are trusted only in the
+                // generation they were filled (invariant 4).
+                unsafe { free_slot(self.inner, slot) };
+            }
+        }
+        // Relaxed: only the writer reads or writes the total.
+        self.inner.total_pages.store(self.total_pages, Ordering::Relaxed);
+    }
+
+    /// Publishes the inactive sets of `as_ids` and waits out one grace
+    /// period for all of them.
+    fn swap_and_wait(&self, as_ids: &[u16]) {
+        for &as_id in as_ids {
+            self.inner.spaces[usize::from(as_id)].swap(self.inner.limits.address_spaces);
+        }
+        self.inner.epochs.synchronize(&*self.inner.wait);
+    }
+}
+
+/// Poisons the map when dropped, which only happens if the writer unwinds
+/// in the middle of a batch (it is forgotten otherwise).
+struct PoisonOnUnwind<'a>(&'a AtomicBool);
+
+impl Drop for PoisonOnUnwind<'_> {
+    fn drop(&mut self) {
+        // Relaxed: see `Engine::run`.
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// DELETE and MOVE go through an INVALID copy.
+fn invalidates(change: &SlotChange) -> bool {
+    matches!(change.kind(), Change::Deleted | Change::Moved)
+}
+
+/// The address spaces of some keys, ascending, once each.
+fn address_spaces<'n>(nets: impl Iterator<Item = (&'n SlotKey, &'n Net)>) -> Vec<u16> {
+    let mut ids: Vec<u16> = nets.map(|(key, _)| key.as_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+/// Backend order: removals before insertions (see `backend` module docs).
+fn kind_rank(kind: Change) -> u8 {
+    match kind {
+        Change::Deleted => 0,
+        Change::Moved => 1,
+        Change::FlagsChanged | Change::Unchanged => 2,
+        Change::Created => 3,
+    }
+}
+
+pub(crate) fn alloc_slot(inner: &Inner, region: Region, invalid: bool) -> SlotPtr {
+    // Relaxed: a statistic; only the writer changes it.
+    inner.slot_objects.fetch_add(1, Ordering::Relaxed);
+    SlotPtr::alloc(region, invalid)
+}
+
+/// # Safety
+/// As for [`SlotPtr::free`].
+unsafe fn free_slot(inner: &Inner, slot: SlotPtr) {
+    // Relaxed: a statistic; only the writer changes it.
+    inner.slot_objects.fetch_sub(1, Ordering::Relaxed);
+    // SAFETY: per the caller.
+    unsafe { slot.free() };
+}

@@ -1,0 +1,320 @@
+//! Reader handles (one per vCPU or device thread) and the views they take.
+
+use alloc::sync::Arc;
+use core::cell::Cell;
+use core::fmt;
+use core::ops::Range;
+use core::ptr::NonNull;
+
+use crate::addr::{Gfn, Hva};
+use crate::error::Error;
+use crate::map::epoch::{Entry, Epochs};
+use crate::map::set::{Hit, Set};
+use crate::map::shared::Inner;
+use crate::map::slot::Slot;
+use crate::map::space::GEN_UPDATE_IN_PROGRESS;
+use crate::sync::ConstPtr;
+
+/// The per-vCPU last-used slot, trusted only in the generation it was filled
+/// (invariant 4).
+#[derive(Clone, Copy)]
+struct VcpuCache {
+    hit: Option<Hit>,
+    generation: u64,
+}
+
+/// A thread's handle for looking up slots: one per vCPU
+/// ([`Memslots::reader`]) or per device thread ([`Memslots::device_reader`]).
+///
+/// Lookups happen on a [`View`] from [`Reader::pin`]. A reader is `Send` but
+/// not `Sync`: a VMM may build it on one thread and move it to the vCPU
+/// thread, and its views stay on the thread that takes them.
+///
+/// Making a reader registers it with the slot map (the only time the read
+/// side may allocate); dropping it gives its registration back for reuse.
+///
+/// [`Memslots::reader`]: crate::Memslots::reader
+/// [`Memslots::device_reader`]: crate::Memslots::device_reader
+pub struct Reader {
+    inner: Arc<Inner>,
+    /// This reader's epoch word; owned by this handle until it drops and
+    /// kept alive by `inner`.
+    entry: NonNull<Entry>,
+    /// Views alive now; the epoch word is published by the first and
+    /// cleared by the last.
+    views: Cell<u32>,
+    as_id: u16,
+    /// `Some` for vCPU readers. `None` readers use the set's shared
+    /// last-used slot instead.
+    vcpu_cache: Option<Cell<VcpuCache>>,
+}
+
+// SAFETY: the entry is this reader's alone (claimed in `Epochs::register`)
+// and only holds atomics; no view can be alive while the reader moves, since
+// views borrow it. The `Cell`s make it `!Sync`, which keeps views on one
+// thread.
+unsafe impl Send for Reader {}
+
+impl Reader {
+    pub(crate) fn new(inner: Arc<Inner>, vcpu: bool) -> Reader {
+        let cache = VcpuCache { hit: None, generation: GEN_UPDATE_IN_PROGRESS };
+        let entry = inner.epochs.register();
+        Reader { inner, entry, views: Cell::new(0), as_id: 0, vcpu_cache: vcpu.then(|| Cell::new(cache)) }
+    }
+
+    #[inline]
+    fn entry(&self) -> &Entry {
+        // SAFETY: entries live as long as the `Epochs` in `inner`, which
+        // this reader keeps alive.
+        unsafe { self.entry.as_ref() }
+    }
+
+    /// Takes a view of the active set of the reader's address space.
+    ///
+    /// Wait-free: a few loads and stores and one locked instruction, no
+    /// allocator call, never a wait for another thread. Until the view is
+    /// dropped (or [`View::repin`]ned) the writer cannot finish a change, so
+    /// do not hold a view across `KVM_RUN` or any other blocking call; look
+    /// up many addresses under one view where you can.
+    ///
+    /// # Panics
+    /// If the reader already has `u32::MAX` views alive.
+    #[inline]
+    pub fn pin(&self) -> View<'_> {
+        let views = self.views.get();
+        if views == 0 {
+            self.inner.epochs.enter(self.entry());
+        }
+        // Views borrow the reader, so more than u32::MAX at once cannot
+        // happen without leaking views.
+        self.views.set(views.checked_add(1).expect("too many views of one reader"));
+        View::new(Pin { reader: self })
+    }
+
+    /// The number naming this reader in [`Stall`](crate::Stall) reports.
+    pub fn id(&self) -> u32 {
+        self.entry().id()
+    }
+
+    /// The address space lookups use.
+    pub fn address_space(&self) -> u16 {
+        self.as_id
+    }
+
+    /// Looks up in address space `as_id` from now on.
+    ///
+    /// # Errors
+    /// [`Error::InvalidAddressSpace`] if the map has no such address space.
+    pub fn set_address_space(&mut self, as_id: u16) -> Result<(), Error> {
+        if as_id >= self.inner.limits.address_spaces {
+            return Err(Error::InvalidAddressSpace { as_id: as_id.into() });
+        }
+        self.as_id = as_id;
+        Ok(())
+    }
+
+    /// Enters or leaves System Management Mode: a vCPU in SMM looks up in
+    /// address space 1, where SMRAM lives.
+    ///
+    /// # Errors
+    /// [`Error::InvalidAddressSpace`] when entering SMM in a map with one
+    /// address space.
+    pub fn set_smm(&mut self, smm: bool) -> Result<(), Error> {
+        self.set_address_space(u16::from(smm))
+    }
+
+    /// Whether the reader keeps a per-vCPU cache.
+    pub fn is_vcpu(&self) -> bool {
+        self.vcpu_cache.is_some()
+    }
+
+    fn release_view(&self) {
+        let views = self.views.get() - 1;
+        self.views.set(views);
+        if views == 0 {
+            Epochs::leave(self.entry());
+        }
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        Epochs::unregister(self.entry());
+    }
+}
+
+impl fmt::Debug for Reader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reader")
+            .field("id", &self.id())
+            .field("kind", &if self.is_vcpu() { "vcpu" } else { "device" })
+            .field("address_space", &self.as_id)
+            .field("views", &self.views.get())
+            .finish()
+    }
+}
+
+/// A consistent view of one address space: every lookup on it sees the same
+/// set. Slots it returns live as long as the view.
+///
+/// A view leaked with `mem::forget` keeps the writer waiting until its
+/// reader is dropped (the [`Wait`](crate::Wait) strategy's `stalled` hook
+/// names the reader).
+pub struct View<'r> {
+    // Declared first, so dropped before `pin` ends the view (under loom the
+    // access is tracked and has a destructor).
+    set: ConstPtr<Set>,
+    generation: u64,
+    pin: Pin<'r>,
+}
+
+/// The reader's part of a view; dropping it ends the view.
+struct Pin<'r> {
+    reader: &'r Reader,
+}
+
+impl Drop for Pin<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        self.reader.release_view();
+    }
+}
+
+impl<'r> View<'r> {
+    /// The view of a reader that has just entered (or re-entered).
+    #[inline]
+    fn new(pin: Pin<'r>) -> View<'r> {
+        let reader = pin.reader;
+        let (set, generation) = reader.inner.spaces[usize::from(reader.as_id)].active();
+        View { set, generation, pin }
+    }
+
+    #[inline]
+    fn reader(&self) -> &'r Reader {
+        self.pin.reader
+    }
+
+    #[inline]
+    fn set(&self) -> &Set {
+        // SAFETY: invariant 2: the writer edits a set only a grace period
+        // after it stopped being active, and that grace period waits for this
+        // view (see `View::new`).
+        unsafe { self.set.deref() }
+    }
+
+    /// Moves the view on to the current state. A device loop calls this at
+    /// its quiescent points so the writer can make progress without the cost
+    /// of a full unpin and pin: when nothing changed it is two loads.
+    ///
+    /// While the reader has other views alive, the writer keeps waiting for
+    /// those; this view still moves to the current state.
+    #[inline]
+    pub fn repin(self) -> View<'r> {
+        let View { set, pin, .. } = self;
+        // End the access to the set before leaving it.
+        #[allow(clippy::drop_non_drop)]
+        drop(set);
+        let reader = pin.reader;
+        if reader.views.get() == 1 {
+            reader.inner.epochs.reenter(reader.entry());
+        }
+        View::new(pin)
+    }
+
+    /// The generation of the viewed set. It changes with every published
+    /// update; while an update is being published it may carry the top bit,
+    /// and a value with that bit never matches a later generation.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The address space of the view.
+    pub fn address_space(&self) -> u16 {
+        self.reader().as_id
+    }
+
+    /// The slot holding `gfn`.
+    #[inline]
+    pub fn gfn_to_slot(&self, gfn: Gfn) -> Option<&Slot> {
+        let hit = self.hit(gfn)?;
+        // SAFETY: the hit is from the viewed set (a cached one only in the
+        // generation it was filled, invariant 4), which holds only live slots
+        // (invariant 6) and stays unedited while the view lives (invariant 2).
+        let slot = unsafe { hit.entry.slot.get() };
+        slot.touch();
+        Some(slot)
+    }
+
+    /// The host address backing `gfn`. This reads only the gfn index (or
+    /// the cache), never the slot object.
+    #[inline]
+    pub fn gfn_to_hva(&self, gfn: Gfn) -> Option<Hva> {
+        self.hit(gfn)?.hva(gfn)
+    }
+
+    /// The usable slot holding `gfn`, through the reader's cache.
+    #[inline]
+    fn hit(&self, gfn: Gfn) -> Option<Hit> {
+        let set = self.set();
+        let Some(cache) = &self.reader().vcpu_cache else {
+            if let Some(slot) = set.last_used().filter(|slot| slot.contains(gfn)) {
+                return usable(slot).map(Hit::of);
+            }
+            let hit = set.lookup(gfn)?;
+            set.set_last_used(hit.entry.slot);
+            return Some(hit);
+        };
+        let cached = cache.get();
+        if cached.generation == self.generation {
+            if let Some(hit) = cached.hit.filter(|hit| hit.contains(gfn)) {
+                return Some(hit);
+            }
+        }
+        let hit = set.lookup(gfn)?;
+        if self.generation & GEN_UPDATE_IN_PROGRESS == 0 {
+            cache.set(VcpuCache { hit: Some(hit), generation: self.generation });
+        }
+        Some(hit)
+    }
+
+    /// Exactly the slots intersecting `gfns`, in gfn order (none for an
+    /// empty range).
+    pub fn slots_in_gfn_range(&self, gfns: Range<Gfn>) -> impl Iterator<Item = &Slot> + '_ {
+        self.set().in_gfn_range(gfns).filter_map(usable)
+    }
+
+    /// The slots whose host range intersects `hvas`, by host address; for
+    /// host-side invalidation (an `munmap`, a page migrating). None for an
+    /// empty range.
+    pub fn slots_in_hva_range(&self, hvas: Range<Hva>) -> impl Iterator<Item = &Slot> + '_ {
+        self.set().in_hva_range(hvas).filter_map(usable)
+    }
+
+    /// The slot with id `id`.
+    pub fn slot_by_id(&self, id: u16) -> Option<&Slot> {
+        self.set().by_id(id).and_then(usable)
+    }
+
+    /// Every usable slot, by id.
+    pub fn slots(&self) -> impl Iterator<Item = &Slot> + '_ {
+        self.set().slots().filter_map(usable)
+    }
+}
+
+impl fmt::Debug for View<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("View")
+            .field("reader", &self.reader().id())
+            .field("address_space", &self.address_space())
+            .field("generation", &self.generation)
+            .field("slots", &self.slots().count())
+            .finish()
+    }
+}
+
+/// A slot a lookup may return: not one being deleted or moved.
+#[inline]
+fn usable(slot: &Slot) -> Option<&Slot> {
+    slot.touch();
+    (!slot.is_invalid()).then_some(slot)
+}

@@ -1,0 +1,96 @@
+//! How the crate waits for other threads: the writer for a grace period, a
+//! vCPU for another vCPU's zap. The embedder chooses the strategy.
+
+use core::fmt;
+
+/// A wait strategy: what the writer's grace-period wait and
+/// [`ZapBinner::zap_or_wait`] do while another thread has to move first.
+///
+/// The default, [`SpinThenYield`], spins with [`core::hint::spin_loop`] for a
+/// few steps and then yields the CPU (`std::thread::yield_now` with `std`; a
+/// plain spin without it). A `no_std` hypervisor supplies its own, for
+/// example `pause`/`hlt` or its scheduler's yield.
+///
+/// [`ZapBinner::zap_or_wait`]: crate::ZapBinner::zap_or_wait
+pub trait Wait: Send + Sync {
+    /// One step of a wait. `step` counts from 0 within each wait.
+    fn pause(&self, step: u32) {
+        SpinThenYield.pause(step);
+    }
+
+    /// The wait has taken `stall.steps` steps: called at step
+    /// [`STALL_STEPS`] and again each time the count doubles, so a VMM can
+    /// log the reader that holds the writer up or kick its vCPU out of the
+    /// guest. The wait goes on when it returns.
+    fn stalled(&self, stall: &Stall) {
+        let _ = stall;
+    }
+}
+
+/// The first step at which [`Wait::stalled`] is called.
+pub const STALL_STEPS: u32 = 1 << 16;
+
+/// What a wait is held up by, for [`Wait::stalled`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stall {
+    /// The reader the writer waits for ([`Reader::id`]), or `None` for a
+    /// vCPU waiting for another vCPU's zap.
+    ///
+    /// [`Reader::id`]: crate::Reader::id
+    pub reader: Option<u32>,
+    /// Steps taken so far in this wait.
+    pub steps: u32,
+}
+
+impl Stall {
+    pub(crate) fn new(reader: Option<u32>, steps: u32) -> Stall {
+        Stall { reader, steps }
+    }
+
+    /// Whether step `steps` of a wait reports a stall: [`STALL_STEPS`] and
+    /// each doubling after it.
+    pub(crate) fn due(steps: u32) -> bool {
+        steps >= STALL_STEPS && steps.is_power_of_two()
+    }
+}
+
+/// Spins with [`core::hint::spin_loop`], twice as long each step up to 64
+/// hints, then yields the thread (`std`) or keeps spinning (`no_std`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SpinThenYield;
+
+/// Steps that spin before [`SpinThenYield`] starts yielding.
+const SPIN_STEPS: u32 = 7;
+
+impl Wait for SpinThenYield {
+    fn pause(&self, step: u32) {
+        if step < SPIN_STEPS || cfg!(not(feature = "std")) {
+            for _ in 0..1u32 << step.min(SPIN_STEPS - 1) {
+                core::hint::spin_loop();
+            }
+        } else {
+            #[cfg(feature = "std")]
+            std::thread::yield_now();
+        }
+    }
+}
+
+/// Waits for `done`, pausing with `wait` and reporting stalls on behalf of
+/// `reader`.
+pub(crate) fn wait_until(wait: &(impl Wait + ?Sized), reader: Option<u32>, mut done: impl FnMut() -> bool) {
+    let mut step = 0u32;
+    while !done() {
+        crate::sync::pause(wait, step);
+        step = step.saturating_add(1);
+        if Stall::due(step) {
+            wait.stalled(&Stall::new(reader, step));
+        }
+    }
+}
+
+impl fmt::Debug for dyn Wait {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("dyn Wait")
+    }
+}
