@@ -97,6 +97,22 @@ pub enum Error {
         /// The backend's code.
         code: i32,
     },
+    /// The slot does not log dirty pages (no `LOG_DIRTY_PAGES`).
+    DirtyLogDisabled {
+        /// The slot.
+        key: SlotKey,
+    },
+    /// A dirty-log clear whose first page is not a multiple of 64 or whose
+    /// mask runs past the slot.
+    DirtyLogRange {
+        /// The slot.
+        key: SlotKey,
+    },
+    /// Mapping guest RAM failed ([`GuestRam::new`](crate::GuestRam::new)).
+    MapFailed {
+        /// The errno of `mmap`.
+        errno: i32,
+    },
     /// A writer panicked in the middle of a change (in a backend hook, for
     /// example): readers still see a consistent published layout, but the
     /// two sets may be out of step, so every writer call is refused.
@@ -135,6 +151,9 @@ impl fmt::Display for Error {
                 write!(f, "the writer's thread holds a view, so the change could never finish")
             }
             Error::Backend { code } => write!(f, "the backend refused the change (code {code})"),
+            Error::DirtyLogDisabled { key } => write!(f, "slot {key} does not log dirty pages"),
+            Error::DirtyLogRange { key } => write!(f, "dirty-log range out of bounds for slot {key}"),
+            Error::MapFailed { errno } => write!(f, "mapping guest RAM failed (errno {errno})"),
             Error::Poisoned => write!(f, "a writer panicked in the middle of a change; the slot map is poisoned"),
             Error::Overlap { key, with } => write!(f, "slot {key} would overlap slot {with}"),
         }

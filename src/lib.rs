@@ -26,8 +26,27 @@
 //! # Ok::<(), memslots::Error>(())
 //! ```
 //!
-//! Features: `std` (default) uses the standard library; without it the crate
-//! needs only `core` and `alloc`.
+//! # Threads and handles
+//!
+//! [`Memslots`] is `Send + Sync + Clone`. The one [`Writer`] is `Send` (a VMM
+//! keeps it in its memory manager). A [`Reader`] is `Send` but not `Sync`:
+//! build vCPU objects on one thread and move them to theirs. A [`View`]
+//! stays on the thread that took it; do not hold one across `KVM_RUN` or any
+//! blocking call, nor on the writer's thread. How the writer waits for views
+//! to end is a [`Wait`] strategy the embedder may choose.
+//!
+//! # When host memory may be unmapped
+//!
+//! Once [`Writer::delete`] of a slot (or a [`Writer::move_to`] that leaves a
+//! host range unused) has returned, no reader can reach the slot through the
+//! map any more: the writer returns only after a grace period. From then on
+//! the VMM may unmap the host memory it registered for it. A host address a
+//! reader copied out of a view is the reader's own to stop using.
+//!
+//! # Features
+//!
+//! `std` (default) uses the standard library; without it the crate needs
+//! only `core` and `alloc`. `loom` is for model checking only.
 
 #![cfg_attr(not(feature = "std"), no_std)]
 #![warn(missing_docs)]
@@ -38,6 +57,7 @@ mod addr;
 pub mod backend;
 mod error;
 mod map;
+mod memory;
 mod sync;
 mod wait;
 mod zap;
@@ -50,6 +70,12 @@ pub use map::LoomFault;
 pub use map::{
     Batch, BatchError, Change, Config, Flags, Memslots, Reader, Region, Slot, SlotKey, UserMemoryRegion, View, Writer,
 };
+#[cfg(loom)]
+#[doc(hidden)]
+pub use memory::dirty::DirtyBitmap as LoomDirtyBitmap;
+pub use memory::{AccessError, AccessFailure, GpaCache};
+#[cfg(feature = "std")]
+pub use memory::{GuestRam, GuestRange};
 pub use wait::{SpinThenYield, Stall, Wait, STALL_STEPS};
 pub use zap::{ZapBinner, ZapBins, FIXED_MTRR_GFNS, FULL_ZAP};
 

@@ -1,8 +1,6 @@
 //! How the crate waits for other threads: the writer for a grace period, a
 //! vCPU for another vCPU's zap. The embedder chooses the strategy.
 
-use core::fmt;
-
 /// A wait strategy: what the writer's grace-period wait and
 /// [`ZapBinner::zap_or_wait`] do while another thread has to move first.
 ///
@@ -86,11 +84,5 @@ pub(crate) fn wait_until(wait: &(impl Wait + ?Sized), reader: Option<u32>, mut d
         if Stall::due(step) {
             wait.stalled(&Stall::new(reader, step));
         }
-    }
-}
-
-impl fmt::Debug for dyn Wait {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("dyn Wait")
     }
 }

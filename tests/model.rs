@@ -6,18 +6,28 @@ mod common;
 
 use common::agree::{apply, check, Op};
 use common::model::Model;
-use memslots::{Config, Flags, Memslots, Region, SlotKey};
+use memslots::{Config, Flags, Memslots, Region, SlotKey, UserMemoryRegion, GFN_LIMIT};
 use proptest::prelude::*;
 
 const CONFIG: Config = Config { address_spaces: 2, max_slots: 8, max_total_pages: 2000 };
 const HVA: u64 = 0x10_0000_0000;
+/// 65 pages below the top of the host address space.
+const TOP_HVA: u64 = 0u64.wrapping_sub(65 * 4096);
 
 fn key() -> impl Strategy<Value = SlotKey> {
     (0u16..10, prop_oneof![9 => 0u16..2, 1 => 2u16..4]).prop_map(|(id, as_id)| SlotKey { id, as_id })
 }
 
+/// Mostly a small gfn; a share at the top of the range: bases from which a
+/// slot of up to 64 pages ends at or just past the last allowed gfn
+/// (`GFN_LIMIT - 1`), `GFN_LIMIT` itself, and the largest gfns.
 fn gfn() -> impl Strategy<Value = u64> {
-    prop_oneof![20 => 0u64..300, 1 => Just((1 << 52) - 1), 1 => Just(1 << 52), 1 => any::<u64>()]
+    prop_oneof![
+        20 => 0u64..300,
+        3 => (GFN_LIMIT - 80)..(GFN_LIMIT + 2),
+        1 => (u64::MAX - 2)..=u64::MAX,
+        1 => any::<u64>(),
+    ]
 }
 
 fn npages() -> impl Strategy<Value = u64> {
@@ -26,11 +36,39 @@ fn npages() -> impl Strategy<Value = u64> {
 
 fn hva() -> impl Strategy<Value = u64> {
     // Few distinct host addresses, so host ranges overlap often.
-    prop_oneof![20 => (0u64..16).prop_map(|i| HVA + i * 0x8000), 1 => Just(HVA + 8), 1 => Just(0xffff_ffff_ffff_f000)]
+    // The last two: a range that wraps, and one that fits just below the
+    // top of the host space for up to 64 pages.
+    prop_oneof![
+        20 => (0u64..16).prop_map(|i| HVA + i * 0x8000),
+        1 => Just(HVA + 8),
+        1 => Just(0xffff_ffff_ffff_f000),
+        1 => Just(TOP_HVA),
+    ]
 }
 
 fn flags() -> impl Strategy<Value = Flags> {
     (0u32..4).prop_map(|bits| Flags::from_bits(bits).unwrap())
+}
+
+/// Raw flag bits for `set_region`: mostly known ones, sometimes unknown.
+fn raw_flags() -> impl Strategy<Value = Flags> {
+    prop_oneof![8 => 0u32..5, 1 => any::<u32>()].prop_map(Flags::from_bits_retain)
+}
+
+/// KVM's packed `slot` field: mostly `(as_id << 16) | id` with small parts,
+/// sometimes any value (ids and address spaces far out of range).
+fn raw_slot() -> impl Strategy<Value = u32> {
+    prop_oneof![8 => (0u32..10, 0u32..3).prop_map(|(id, as_id)| (as_id << 16) | id), 1 => any::<u32>()]
+}
+
+/// Range probes `(start gfn, length)`: mostly where the slots are, a share
+/// at the top of the range.
+fn probe() -> impl Strategy<Value = (u64, u64)> {
+    prop_oneof![
+        6 => (0u64..320, 0u64..80),
+        1 => ((GFN_LIMIT - 80)..(GFN_LIMIT + 2), 0u64..80),
+        1 => ((u64::MAX - 80)..=u64::MAX, 0u64..80),
+    ]
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -41,15 +79,14 @@ fn op() -> impl Strategy<Value = Op> {
         2 => key().prop_map(Op::Delete),
         3 => (key(), gfn()).prop_map(|(k, g)| Op::Move(k, g)),
         2 => (key(), flags()).prop_map(|(k, f)| Op::SetFlags(k, f)),
-        4 => (0u32..10, 0u32..3, gfn(), npages(), hva(), 0u32..5, 0u64..3).prop_map(
-            |(id, as_id, gfn, npages, hva, flags, skew)| Op::SetRegion {
-                id,
-                as_id,
-                gpa: gfn.wrapping_mul(4096).wrapping_add(skew * 0x800),
-                size: npages.wrapping_mul(4096).wrapping_add(skew * 0x10),
-                hva,
+        4 => (raw_slot(), gfn(), npages(), hva(), raw_flags(), 0u64..3).prop_map(
+            |(slot, gfn, npages, hva, flags, skew)| Op::SetRegion(UserMemoryRegion {
+                slot,
                 flags,
-            }
+                guest_phys_addr: gfn.wrapping_mul(4096).wrapping_add(skew * 0x800),
+                memory_size: npages.wrapping_mul(4096).wrapping_add(skew * 0x10),
+                userspace_addr: hva,
+            })
         ),
     ]
 }
@@ -60,7 +97,7 @@ proptest! {
     #[test]
     fn crate_agrees_with_the_model(
         ops in proptest::collection::vec(op(), 1..60),
-        probes in proptest::collection::vec((0u64..320, 0u64..80), 4),
+        probes in proptest::collection::vec(probe(), 4),
     ) {
         let slots = Memslots::new(CONFIG).unwrap();
         let mut w = slots.writer().unwrap();

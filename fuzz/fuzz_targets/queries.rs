@@ -1,12 +1,14 @@
 //! (b) Queries on random layouts: up to 200 slots in two address spaces,
-//! then lookups (at slot edges, in holes and anywhere, through a vCPU and a
-//! device reader, each under one view so their caches carry over), lookups
-//! by id, and gfn- and hva-range iteration, all against the model.
+//! packed from gfn 0 or up to the top of the range, then lookups (at slot
+//! edges, in holes, at the top and anywhere, through a vCPU and a device
+//! reader, each under one view so their caches carry over), lookups by id,
+//! and gfn- and hva-range iteration (empty, reversed and open-ended ranges
+//! included) through both readers, all against the model.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use memslots::{Config, Memslots, Region, SlotKey};
+use memslots::{Config, Memslots, Region, SlotKey, GFN_LIMIT};
 use memslots_fuzz::agree::{apply, check, Op};
 use memslots_fuzz::model::Model;
 use memslots_fuzz::{flags, gfn, hva, HVA};
@@ -28,13 +30,18 @@ fn query(slots: &Memslots, m: &Model, u: &mut arbitrary::Unstructured) -> arbitr
     }
     let id = u.int_in_range(0..=255)?;
     assert_eq!(v.slot_by_id(id).map(|s| *s.region()), m.by_id(SlotKey { id, as_id }));
-    let (start, end) = (gfn(u)?, gfn(u)?);
-    let got: Vec<Region> = v.slots_in_gfn_range(start..end).map(|s| *s.region()).collect();
-    assert_eq!(got, m.in_gfn_range(as_id, start, end), "gfns {start:#x}..{end:#x}");
+    // Ranges, often empty or reversed, sometimes open to the top.
+    let start = gfn(u)?;
+    let end = if u.int_in_range(0..=7u8)? == 0 { u64::MAX } else { gfn(u)? };
     let lo = hva(u)?.saturating_add(u.int_in_range(0..=0x8000)?);
-    let hi = hva(u)?.saturating_add(u.int_in_range(0..=0x40000)?);
-    let got: Vec<Region> = v.slots_in_hva_range(lo..hi).map(|s| *s.region()).collect();
-    assert_eq!(got, m.in_hva_range(as_id, lo, hi), "hvas {lo:#x}..{hi:#x}");
+    let hi =
+        if u.int_in_range(0..=7u8)? == 0 { u64::MAX } else { hva(u)?.saturating_add(u.int_in_range(0..=0x40000)?) };
+    for (name, view) in [("vCPU", &v), ("device", &d)] {
+        let got: Vec<Region> = view.slots_in_gfn_range(start..end).map(|s| *s.region()).collect();
+        assert_eq!(got, m.in_gfn_range(as_id, start, end), "{name} reader, gfns {start:#x}..{end:#x}");
+        let got: Vec<Region> = view.slots_in_hva_range(lo..hi).map(|s| *s.region()).collect();
+        assert_eq!(got, m.in_hva_range(as_id, lo, hi), "{name} reader, hvas {lo:#x}..{hi:#x}");
+    }
     Ok(())
 }
 
@@ -54,9 +61,13 @@ fuzz_target!(|data: &[u8]| {
     let slots = Memslots::new(config).unwrap();
     let mut w = slots.writer().unwrap();
     let mut m = Model::new(config);
-    // A layout: slots packed upward from a random start with small gaps.
+    // A layout: slots packed upward with small gaps, from gfn 0 or from
+    // just below the top of the range (so that the last slots end at the
+    // last allowed gfn, or are refused for passing it).
     let Ok(n) = u.int_in_range(0..=200u16) else { return };
-    let mut next = [0u64; 2];
+    let Ok(top) = u.arbitrary::<bool>() else { return };
+    let Ok(below_top) = u.int_in_range(0..=4000u64) else { return };
+    let mut next = [if top { GFN_LIMIT - 1 - below_top } else { 0 }; 2];
     for id in 0..n {
         if u.is_empty() {
             break;
@@ -64,7 +75,8 @@ fuzz_target!(|data: &[u8]| {
         let Ok(r) = packed_slot(&mut u, id, &mut next) else { break };
         apply(&mut w, &mut m, &Op::Create(r)).unwrap();
     }
-    check(&slots, &mut [slots.reader()], &m, &[(0, 400), (100, 3)], HVA).unwrap();
+    let probes = [(0, 400), (100, 3), (GFN_LIMIT - 0x100, 0x200), (u64::MAX - 5, 5)];
+    check(&slots, &mut [slots.reader(), slots.device_reader()], &m, &probes, HVA).unwrap();
     // `Unstructured` yields defaults once drained, so stop on empty input.
     while !u.is_empty() && query(&slots, &m, &mut u).is_ok() {}
 });

@@ -1,4 +1,5 @@
-//! (d) `set_region` with raw integer fields, as an ioctl caller passes them,
+//! (d) `set_region` with raw integer fields, as an ioctl caller passes them
+//! (the packed `slot` field, any flag bits kept with `from_bits_retain`),
 //! on a configuration with raw limits: every call gives Ok or an error, never
 //! a panic, the model agrees with each result, and the state stays in step.
 
@@ -6,7 +7,7 @@
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use memslots::{Config, Error, Memslots};
+use memslots::{Config, Error, Flags, Memslots, UserMemoryRegion, GFN_LIMIT};
 use memslots_fuzz::agree::{apply, check, Op};
 use memslots_fuzz::model::Model;
 
@@ -15,7 +16,19 @@ struct Input {
     address_spaces: u8,
     max_slots: u16,
     max_total_pages: u64,
-    calls: Vec<(u32, u32, u64, u64, u64, u32)>,
+    calls: Vec<Call>,
+}
+
+/// One `KVM_SET_USER_MEMORY_REGION` call's raw fields.
+#[derive(Arbitrary, Debug)]
+struct Call {
+    /// `(as_id << 16) | id`, any value.
+    slot: u32,
+    /// Any bits, unknown ones included.
+    flags: u32,
+    guest_phys_addr: u64,
+    memory_size: u64,
+    userspace_addr: u64,
 }
 
 fuzz_target!(|input: Input| {
@@ -35,8 +48,16 @@ fuzz_target!(|input: Input| {
     };
     let mut w = slots.writer().unwrap();
     let mut m = Model::new(config);
-    for &(id, as_id, gpa, size, hva, flags) in input.calls.iter().take(64) {
-        apply(&mut w, &mut m, &Op::SetRegion { id, as_id, gpa, size, hva, flags }).unwrap();
+    for call in input.calls.iter().take(64) {
+        let region = UserMemoryRegion {
+            slot: call.slot,
+            flags: Flags::from_bits_retain(call.flags),
+            guest_phys_addr: call.guest_phys_addr,
+            memory_size: call.memory_size,
+            userspace_addr: call.userspace_addr,
+        };
+        apply(&mut w, &mut m, &Op::SetRegion(region)).unwrap();
     }
-    check(&slots, &mut [slots.reader(), slots.device_reader()], &m, &[(0, u64::MAX)], 0).unwrap();
+    let probes = [(0, u64::MAX), (GFN_LIMIT - 0x100, 0x200)];
+    check(&slots, &mut [slots.reader(), slots.device_reader()], &m, &probes, 0).unwrap();
 });

@@ -10,20 +10,24 @@ pub mod model;
 pub mod zap_model;
 
 use arbitrary::{Result, Unstructured};
-use memslots::{Flags, Region, SlotKey, GFN_LIMIT, MAX_SLOT_PAGES};
+use memslots::{Flags, Region, SlotKey, UserMemoryRegion, GFN_LIMIT, MAX_SLOT_PAGES};
 
 use agree::Op;
 
 /// Host addresses of the generated slots: few of them, so hva ranges overlap.
 pub const HVA: u64 = 0x10_0000_0000;
 
-/// Mostly a small gfn; sometimes the last valid one, the first invalid one,
-/// or any value.
+/// Mostly a small gfn; a share at the top of the range: just below
+/// `GFN_LIMIT` (a slot of up to 64 pages from there ends at or past the last
+/// allowed gfn, `GFN_LIMIT - 2`), `GFN_LIMIT` itself, the largest gfns; or
+/// any value.
 pub fn gfn(u: &mut Unstructured) -> Result<u64> {
-    Ok(match u.int_in_range(0..=19u8)? {
+    Ok(match u.int_in_range(0..=23u8)? {
         0 => GFN_LIMIT - 1,
         1 => GFN_LIMIT,
         2 => u.arbitrary()?,
+        3..=5 => GFN_LIMIT - u.int_in_range(1..=80)?,
+        6 => u64::MAX - u.int_in_range(0..=2)?,
         _ => u.int_in_range(0..=319)?,
     })
 }
@@ -38,11 +42,17 @@ pub fn npages(u: &mut Unstructured) -> Result<u64> {
     })
 }
 
-/// One of 16 page-aligned host addresses, or an unaligned or wrapping one.
+/// 65 pages below the top of the host address space: slots of up to 64
+/// pages fit there.
+pub const TOP_HVA: u64 = 0u64.wrapping_sub(65 * 4096);
+
+/// One of 16 page-aligned host addresses, or an unaligned or wrapping one,
+/// or one at the top of the host space.
 pub fn hva(u: &mut Unstructured) -> Result<u64> {
-    Ok(match u.int_in_range(0..=19u8)? {
+    Ok(match u.int_in_range(0..=20u8)? {
         0 => HVA + 8,
         1 => 0xffff_ffff_ffff_f000,
+        2 => TOP_HVA,
         _ => HVA + u.int_in_range(0..=15u64)? * 0x8000,
     })
 }
@@ -55,6 +65,18 @@ pub fn key(u: &mut Unstructured, address_spaces: u16) -> Result<SlotKey> {
 
 pub fn flags(u: &mut Unstructured) -> Result<Flags> {
     Ok(Flags::from_bits(u.int_in_range(0..=3)?).expect("two known bits"))
+}
+
+/// Raw flag bits as an ioctl caller passes them: mostly known bits,
+/// sometimes unknown ones, kept with `from_bits_retain`.
+pub fn raw_flags(u: &mut Unstructured) -> Result<Flags> {
+    let bits = if u.int_in_range(0..=7u8)? == 0 { u.arbitrary()? } else { u.int_in_range(0..=4)? };
+    Ok(Flags::from_bits_retain(bits))
+}
+
+/// KVM's packed `slot` field for `key`, or sometimes any value.
+pub fn raw_slot(u: &mut Unstructured, key: SlotKey) -> Result<u32> {
+    Ok(if u.int_in_range(0..=7u8)? == 0 { u.arbitrary()? } else { key.kvm_slot() })
 }
 
 /// Any writer request, valid or not.
@@ -75,19 +97,28 @@ pub fn op(u: &mut Unstructured, address_spaces: u16) -> Result<Op> {
         _ => {
             // Near-valid raw fields: the skew unaligns gpa or size.
             let skew = u.int_in_range(0..=2u64)?;
-            Op::SetRegion {
-                id: k.id.into(),
-                as_id: k.as_id.into(),
-                gpa: gfn(u)?.wrapping_mul(4096).wrapping_add(skew * 0x800),
-                size: npages(u)?.wrapping_mul(4096).wrapping_add(skew * 0x10),
-                hva: hva(u)?,
-                flags: u.int_in_range(0..=4)?,
-            }
+            Op::SetRegion(UserMemoryRegion {
+                slot: raw_slot(u, k)?,
+                flags: raw_flags(u)?,
+                guest_phys_addr: gfn(u)?.wrapping_mul(4096).wrapping_add(skew * 0x800),
+                memory_size: npages(u)?.wrapping_mul(4096).wrapping_add(skew * 0x10),
+                userspace_addr: hva(u)?,
+            })
         }
     })
 }
 
-/// Range probes `(start gfn, length)` for `agree::check`.
+/// Range probes `(start gfn, length)` for `agree::check`: mostly where the
+/// slots are, a share at the top of the range.
 pub fn probes(u: &mut Unstructured) -> Result<Vec<(u64, u64)>> {
-    (0..4).map(|_| Ok((u.int_in_range(0..=319)?, u.int_in_range(0..=79)?))).collect()
+    (0..4)
+        .map(|_| {
+            let start = match u.int_in_range(0..=7u8)? {
+                0 => GFN_LIMIT - u.int_in_range(0..=80)?,
+                1 => u64::MAX - u.int_in_range(0..=80)?,
+                _ => u.int_in_range(0..=319)?,
+            };
+            Ok((start, u.int_in_range(0..=79)?))
+        })
+        .collect()
 }

@@ -31,7 +31,7 @@ fn call(shared: &Shared, range: Range<u64>) {
             reached = reached.max(z.end);
         }
     }
-    assert!(reached >= range.end, "{range:?} returned before a covering zap that started after it: {:?}", *log);
+    assert!(reached >= range.end, "model: {range:?} returned before a covering zap that started after it: {:?}", *log);
 }
 
 fn run(ranges: &'static [Range<u64>]) {
@@ -49,16 +49,16 @@ fn run(ranges: &'static [Range<u64>]) {
     }
 }
 
-/// Two vCPUs, one in the fixed-MTRR area. Preemption bound 3.
+/// Two vCPUs, one in the fixed-MTRR area. Preemption bound 4.
 #[test]
 fn two_vcpus() {
-    loom_tests::check(3, || run(&[0x10..0x20, 0x1000..0x1010]));
+    loom_tests::check(4, || run(&[0x10..0x20, 0x1000..0x1010]));
 }
 
-/// Two vCPUs whose ranges merge. Preemption bound 3.
+/// Two vCPUs whose ranges merge. Preemption bound 4.
 #[test]
 fn two_vcpus_merging() {
-    loom_tests::check(3, || run(&[0x1000..0x1010, 0x1008..0x1020]));
+    loom_tests::check(4, || run(&[0x1000..0x1010, 0x1008..0x1020]));
 }
 
 /// Three vCPUs. Preemption bound 1 (bound 2 runs for over 10 minutes).

@@ -9,11 +9,12 @@ use crate::error::Error;
 use crate::map::plan::Change;
 use crate::map::slot::{Flags, Region, SlotKey, UserMemoryRegion};
 use crate::map::writer::Writer;
+use crate::memory::backing::Backing;
 
 /// One operation of a batch (a single writer call is a batch of one).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub(crate) enum Op {
-    Create(Region),
+    Create(Region, Backing),
     Delete(SlotKey),
     Move(SlotKey, Gfn),
     SetFlags(SlotKey, Flags),
@@ -58,7 +59,28 @@ impl<'w, B: Backend> Batch<'w, B> {
 
     /// Adds a [`Writer::create`].
     pub fn create(&mut self, region: Region) -> &mut Self {
-        self.push(Op::Create(region))
+        self.push(Op::Create(region, Backing::Address))
+    }
+
+    /// Adds a [`Writer::create_owned`].
+    #[cfg(feature = "std")]
+    pub fn create_owned(
+        &mut self,
+        key: SlotKey,
+        base_gfn: Gfn,
+        flags: Flags,
+        ram: alloc::sync::Arc<crate::GuestRam>,
+    ) -> &mut Self {
+        let (region, backing) = crate::map::writer::owned_region(key, base_gfn, flags, ram);
+        self.push(Op::Create(region, backing))
+    }
+
+    /// Adds a [`Writer::create_raw`].
+    ///
+    /// # Safety
+    /// As for [`Writer::create_raw`], from the commit of the batch on.
+    pub unsafe fn create_raw(&mut self, region: Region) -> &mut Self {
+        self.push(Op::Create(region, Backing::Raw))
     }
 
     /// Adds a [`Writer::delete`].

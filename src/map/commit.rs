@@ -17,7 +17,8 @@ use crate::map::batch::{BatchError, Op};
 use crate::map::plan::{plan, Change, Plan};
 use crate::map::set::Set;
 use crate::map::shared::Inner;
-use crate::map::slot::{Region, SlotKey, SlotPtr, UserMemoryRegion};
+use crate::map::slot::{Region, Slot, SlotKey, SlotPtr, UserMemoryRegion};
+use crate::memory::backing::Backing;
 use crate::sync::{AtomicBool, Ordering};
 
 /// What a batch did to one slot key: the slot before (`orig`, in both sets)
@@ -34,14 +35,48 @@ struct Net {
 }
 
 impl Net {
-    fn region(slot: Option<SlotPtr>) -> Option<Region> {
+    fn slot<'s>(slot: Option<SlotPtr>) -> Option<&'s Slot> {
         // SAFETY: `orig` is in both sets and `fin` was made by this batch;
         // both are live until the batch frees them (invariant 6).
-        slot.map(|slot| *unsafe { slot.get() }.region())
+        slot.map(|slot| unsafe { slot.get() })
     }
 
-    fn change(&self, key: SlotKey) -> SlotChange {
-        SlotChange { key, old: Net::region(self.orig), new: Net::region(self.fin) }
+    /// Whether `fin` is `orig` moved or re-flagged (same memory, size and
+    /// READONLY), as opposed to a new slot that took the id of a deleted one.
+    fn in_place(&self) -> bool {
+        match (Net::slot(self.orig), Net::slot(self.fin)) {
+            (Some(orig), Some(fin)) => fin.is_successor_of(orig),
+            _ => false,
+        }
+    }
+
+    /// Whether the batch leaves the slot as it was.
+    fn cancelled(&self) -> bool {
+        match (Net::slot(self.orig), Net::slot(self.fin)) {
+            (None, None) => true,
+            (Some(orig), Some(fin)) => fin.is_successor_of(orig) && fin.region() == orig.region(),
+            _ => false,
+        }
+    }
+
+    /// Whether readers must first see the slot INVALID: a DELETE, a MOVE,
+    /// or an id whose slot was deleted and made anew.
+    fn invalidates(&self) -> bool {
+        match (Net::slot(self.orig), Net::slot(self.fin)) {
+            (Some(_), None) => true,
+            (Some(orig), Some(fin)) => !self.in_place() || fin.base_gfn() != orig.base_gfn(),
+            _ => false,
+        }
+    }
+
+    /// The changes a backend sees: one, or a delete and a create where a
+    /// new slot took the id of a deleted one.
+    fn changes(&self, key: SlotKey) -> impl Iterator<Item = SlotChange> {
+        let (old, new) = (Net::slot(self.orig).map(|s| *s.region()), Net::slot(self.fin).map(|s| *s.region()));
+        let split = old.is_some() && new.is_some() && !self.in_place();
+        let first = if split { SlotChange { key, old, new: None } } else { SlotChange { key, old, new } };
+        let second = split.then_some(SlotChange { key, old: None, new });
+        core::iter::once(first).chain(second)
     }
 
     /// The slot the set published first in the batch holds for this key.
@@ -99,7 +134,7 @@ impl<'a, B: Backend> Engine<'a, B> {
     fn run_unguarded(mut self, ops: &[Op]) -> Result<Vec<Change>, BatchError> {
         let mut changes = Vec::with_capacity(ops.len());
         for (index, op) in ops.iter().enumerate() {
-            match self.apply(index, *op) {
+            match self.apply(index, op.clone()) {
                 Ok(change) => changes.push(change),
                 Err(error) => return Err(self.undo(Some(index), error)),
             }
@@ -110,7 +145,7 @@ impl<'a, B: Backend> Engine<'a, B> {
             return Ok(changes);
         }
         let mut order: Vec<(SlotChange, usize)> =
-            self.nets.iter().map(|(&key, net)| (net.change(key), net.index)).collect();
+            self.nets.iter().flat_map(|(&key, net)| net.changes(key).map(|change| (change, net.index))).collect();
         order.sort_by_key(|(change, _)| (kind_rank(change.kind()), change.key));
         if self.inner.epochs.held_on_this_thread() {
             return Err(self.undo(None, Error::ViewHeldByWriterThread));
@@ -132,7 +167,7 @@ impl<'a, B: Backend> Engine<'a, B> {
 
     /// Validates one operation against the inactive set and applies it there.
     fn apply(&mut self, index: usize, op: Op) -> Result<Change, Error> {
-        let raw = self.resolve(op)?;
+        let (raw, backing) = self.resolve(op)?;
         let key = raw.key();
         let mut set = None;
         let plan = plan(
@@ -144,14 +179,20 @@ impl<'a, B: Backend> Engine<'a, B> {
             self.total_pages,
             raw,
         )?;
+        #[allow(clippy::drop_non_drop)]
         drop(set); // Under loom, the end of the tracked access.
         let (old, new) = match plan {
             Plan::Unchanged => return Ok(Change::Unchanged),
             Plan::Create(region) => {
                 self.total_pages += region.npages;
-                (None, Some(self.alloc(region)))
+                (None, Some(self.alloc(Slot::created(region, backing))))
             }
-            Plan::Flags(old, region) | Plan::Move(old, region) => (Some(old), Some(self.alloc(region))),
+            Plan::Flags(old, region) | Plan::Move(old, region) => {
+                // SAFETY: `old` is in the inactive set, so it is live
+                // (invariant 6).
+                let successor = unsafe { old.get() }.successor(region);
+                (Some(old), Some(self.alloc(successor)))
+            }
             Plan::Delete(old) => {
                 // SAFETY: `old` is in the inactive set, so it is live
                 // (invariant 6).
@@ -168,15 +209,16 @@ impl<'a, B: Backend> Engine<'a, B> {
         Ok(plan.change())
     }
 
-    /// The raw request of an operation, with the single calls' own errors.
-    fn resolve(&self, op: Op) -> Result<UserMemoryRegion, Error> {
+    /// The raw request of an operation, with the single calls' own errors,
+    /// and the memory behind the slot if it creates one.
+    fn resolve(&self, op: Op) -> Result<(UserMemoryRegion, Backing), Error> {
         let existing = |key: SlotKey| -> Result<Region, Error> {
             self.inner.limits.check_key(key)?;
             let region = self.edit(key.as_id, |set| set.by_id(key.id).map(|slot| *slot.region()));
             region.ok_or(Error::NoSuchSlot { key })
         };
         match op {
-            Op::Create(region) => {
+            Op::Create(region, backing) => {
                 let key = region.key();
                 self.inner.limits.check_key(key)?;
                 if region.npages == 0 {
@@ -185,17 +227,24 @@ impl<'a, B: Backend> Engine<'a, B> {
                 if existing(key).is_ok() {
                     return Err(Error::SlotExists { key });
                 }
-                UserMemoryRegion::try_from(region)
+                Ok((UserMemoryRegion::try_from(region)?, backing))
             }
-            Op::Delete(key) => Ok(UserMemoryRegion { memory_size: 0, ..UserMemoryRegion::try_from(existing(key)?)? }),
-            Op::Move(key, base_gfn) => UserMemoryRegion::try_from(Region { base_gfn, ..existing(key)? }),
-            Op::SetFlags(key, flags) => UserMemoryRegion::try_from(Region { flags, ..existing(key)? }),
-            Op::SetRegion(raw) => Ok(raw),
+            Op::Delete(key) => {
+                let raw = UserMemoryRegion::try_from(existing(key)?)?;
+                Ok((UserMemoryRegion { memory_size: 0, ..raw }, Backing::Address))
+            }
+            Op::Move(key, base_gfn) => {
+                Ok((UserMemoryRegion::try_from(Region { base_gfn, ..existing(key)? })?, Backing::Address))
+            }
+            Op::SetFlags(key, flags) => {
+                Ok((UserMemoryRegion::try_from(Region { flags, ..existing(key)? })?, Backing::Address))
+            }
+            Op::SetRegion(raw) => Ok((raw, Backing::Address)),
         }
     }
 
-    fn alloc(&mut self, region: Region) -> SlotPtr {
-        let slot = alloc_slot(self.inner, region, false);
+    fn alloc(&mut self, slot: Slot) -> SlotPtr {
+        let slot = alloc_slot(self.inner, slot);
         self.made.push(slot);
         slot
     }
@@ -203,12 +252,8 @@ impl<'a, B: Backend> Engine<'a, B> {
     /// Forgets keys whose operations cancel out, putting the original slot
     /// object back where the batch made an equal copy of it.
     fn drop_cancelled(&mut self) {
-        let cancelled: Vec<SlotKey> = self
-            .nets
-            .iter()
-            .filter(|(_, net)| Net::region(net.orig) == Net::region(net.fin))
-            .map(|(&key, _)| key)
-            .collect();
+        let cancelled: Vec<SlotKey> =
+            self.nets.iter().filter(|(_, net)| net.cancelled()).map(|(&key, _)| key).collect();
         for key in cancelled {
             let net = self.nets.remove(&key).unwrap_or_else(|| unreachable!("listed above"));
             if net.fin != net.orig {
@@ -272,11 +317,9 @@ impl<'a, B: Backend> Engine<'a, B> {
     fn publish(&mut self, order: &[(SlotChange, usize)]) {
         let mut nets = core::mem::take(&mut self.nets);
         self.free_made(Some(&nets));
-        for (change, _) in order {
-            if let (true, Some(old)) = (invalidates(change), change.old) {
-                let invalid = alloc_slot(self.inner, old, true);
-                nets.entry(change.key).and_modify(|net| net.invalid = Some(invalid));
-            }
+        for net in nets.values_mut().filter(|net| net.invalidates()) {
+            let copy = Net::slot(net.orig).map(Slot::invalid_copy);
+            net.invalid = copy.map(|copy| alloc_slot(self.inner, copy));
         }
         let invalidating = address_spaces(nets.iter().filter(|(_, net)| net.invalid.is_some()));
         let touched = address_spaces(nets.iter());
@@ -287,9 +330,13 @@ impl<'a, B: Backend> Engine<'a, B> {
             // one with INVALID copies of the deleted and moved slots.
             self.rewrite(&some, |net| net.fin, Net::first_published);
             self.swap_and_wait(&invalidating);
+            // A hook that unwinds here would leave the INVALID copies
+            // published for good: swap the original state back in first.
+            let restore = SwapBackOnUnwind { inner: self.inner, as_ids: &invalidating };
             for (change, _) in order.iter().filter(|(change, _)| invalidates(change)) {
                 self.backend.invalidated(change);
             }
+            core::mem::forget(restore);
             // The sets now inactive hold the original state.
             self.rewrite(&some, |net| net.orig, |net| net.fin);
         }
@@ -330,7 +377,24 @@ impl Drop for PoisonOnUnwind<'_> {
     }
 }
 
-/// DELETE and MOVE go through an INVALID copy.
+/// Publishes again the sets that were active before the INVALID swap, when
+/// dropped, which only happens if a backend hook unwinds after that swap (it
+/// is forgotten otherwise). The map is poisoned then and never edited again,
+/// so no grace period is needed.
+struct SwapBackOnUnwind<'a> {
+    inner: &'a Inner,
+    as_ids: &'a [u16],
+}
+
+impl Drop for SwapBackOnUnwind<'_> {
+    fn drop(&mut self) {
+        for &as_id in self.as_ids {
+            self.inner.spaces[usize::from(as_id)].swap(self.inner.limits.address_spaces);
+        }
+    }
+}
+
+/// The backend hears of DELETE and MOVE after the INVALID swap.
 fn invalidates(change: &SlotChange) -> bool {
     matches!(change.kind(), Change::Deleted | Change::Moved)
 }
@@ -353,10 +417,10 @@ fn kind_rank(kind: Change) -> u8 {
     }
 }
 
-pub(crate) fn alloc_slot(inner: &Inner, region: Region, invalid: bool) -> SlotPtr {
+fn alloc_slot(inner: &Inner, slot: Slot) -> SlotPtr {
     // Relaxed: a statistic; only the writer changes it.
     inner.slot_objects.fetch_add(1, Ordering::Relaxed);
-    SlotPtr::alloc(region, invalid)
+    SlotPtr::alloc(slot)
 }
 
 /// # Safety

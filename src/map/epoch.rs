@@ -85,9 +85,9 @@ pub(crate) struct Epochs {
     fault: std::sync::Mutex<Option<LoomFault>>,
 }
 
-// SAFETY: the raw `next` pointers are written only before an entry is
-// published and point to entries that live as long as `Epochs`; everything
-// shared is atomic.
+// SAFETY: invariant 8: the raw `next` pointers are written only before an
+// entry is published and point to entries that live as long as `Epochs`;
+// everything shared is atomic.
 unsafe impl Send for Epochs {}
 // SAFETY: as above.
 unsafe impl Sync for Epochs {}
@@ -123,6 +123,19 @@ impl Epochs {
     /// Claims an idle entry for a new reader, allocating one if none is free.
     /// Called when a reader handle is made, never on the read path.
     pub(crate) fn register(&self) -> NonNull<Entry> {
+        let entry = self.claim();
+        // SeqCst: pairs with the writer's fence in `synchronize`. The entry
+        // was pushed before this fence (by this thread, or by another before
+        // this thread found it), so a writer whose walk of the list misses it
+        // fenced before this fence, and then this reader's first load of the
+        // active set sees the writer's swap (the rules for SeqCst fences; the
+        // SeqCst exchange in `publish` alone would not order the push).
+        fence(Ordering::SeqCst);
+        entry
+    }
+
+    /// Finds a free entry or pushes a new one.
+    fn claim(&self) -> NonNull<Entry> {
         for entry in self.iter() {
             // Acquire: pairs with the Release store in `unregister`, so the
             // previous owner's use of the entry is over.
@@ -146,8 +159,8 @@ impl Epochs {
             // SAFETY: `new` is not published yet; this thread owns it.
             unsafe { (&mut *new).next = head };
             // Release: pairs with the Acquire load in `iter`, publishing the
-            // entry's fields. A reader entering after this push is seen by a
-            // writer whose fence follows it (see `enter`).
+            // entry's fields. A writer that misses the push is ordered by the
+            // fence in `register`.
             match self.head.compare_exchange_weak(head, new, Ordering::Release, Ordering::Relaxed) {
                 // SAFETY: `new` is live until `Epochs` drops; from here on it
                 // is only shared.
@@ -296,9 +309,9 @@ impl<'a> Iterator for Entries<'a> {
     type Item = &'a Entry;
 
     fn next(&mut self) -> Option<&'a Entry> {
-        // SAFETY: `next` is null or an entry of the borrowed `Epochs`, which
-        // frees entries only when it drops; `next` fields are fixed before
-        // an entry is published.
+        // SAFETY: invariant 8: `next` is null or an entry of the borrowed
+        // `Epochs`, which frees entries only when it drops; `next` fields are
+        // fixed before an entry is published.
         let entry = unsafe { self.next.as_ref() }?;
         self.next = entry.next;
         Some(entry)

@@ -334,7 +334,7 @@ mod tests {
                 let key = |i: u64| match layout {
                     0 => i * 3,
                     1 => u64::MAX - 1 - i * 3,
-                    _ if i % 2 == 0 => i * 3,
+                    _ if i.is_multiple_of(2) => i * 3,
                     _ => u64::MAX - 1 - i * 3,
                 };
                 let mut index = GfnIndex::new();

@@ -27,6 +27,10 @@
 //!    holds it (`Set::replace`'s contract).
 //! 7. At most one `Writer` exists per map at a time (`Memslots::writer`), so
 //!    only one thread ever edits sets, swaps or frees slots.
+//! 8. Reader entries (the epoch words of `epoch`) are allocated when a reader
+//!    registers and freed only when the map drops; an entry's link to the
+//!    next is fixed before the entry is published, and each entry belongs to
+//!    at most one `Reader` at a time.
 
 mod batch;
 mod commit;

@@ -125,7 +125,8 @@ pub(crate) fn plan<'s>(
             Plan::Create(new)
         }
         Some(old_ptr) => {
-            // SAFETY: `old_ptr` is in the writer's set, so it is allocated.
+            // SAFETY: `old_ptr` is in the writer's set, so it is live
+            // (invariant 6).
             let old = unsafe { old_ptr.get() }.region();
             if new.hva != old.hva {
                 return Err(Error::HvaChange { key });

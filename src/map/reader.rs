@@ -49,7 +49,7 @@ pub struct Reader {
     vcpu_cache: Option<Cell<VcpuCache>>,
 }
 
-// SAFETY: the entry is this reader's alone (claimed in `Epochs::register`)
+// SAFETY: invariant 8: the entry is this reader's alone
 // and only holds atomics; no view can be alive while the reader moves, since
 // views borrow it. The `Cell`s make it `!Sync`, which keeps views on one
 // thread.
@@ -64,8 +64,8 @@ impl Reader {
 
     #[inline]
     fn entry(&self) -> &Entry {
-        // SAFETY: entries live as long as the `Epochs` in `inner`, which
-        // this reader keeps alive.
+        // SAFETY: invariant 8: entries live as long as the `Epochs` in
+        // `inner`, which this reader keeps alive.
         unsafe { self.entry.as_ref() }
     }
 
@@ -226,6 +226,16 @@ impl<'r> View<'r> {
     /// and a value with that bit never matches a later generation.
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// The generation, if caches may be filled in it (invariant 4).
+    pub(crate) fn cacheable_generation(&self) -> Option<u64> {
+        (self.generation & GEN_UPDATE_IN_PROGRESS == 0).then_some(self.generation)
+    }
+
+    /// The number of the map the view belongs to (see `Inner::id`).
+    pub(crate) fn map_id(&self) -> u64 {
+        self.reader().inner.id
     }
 
     /// The address space of the view.

@@ -23,7 +23,14 @@ pub(crate) struct Inner {
     pub(crate) total_pages: AtomicU64,
     /// Slot objects allocated and not yet freed.
     pub(crate) slot_objects: AtomicUsize,
+    /// A number no other map of this process has, for caches that must not
+    /// be used with another map's views.
+    pub(crate) id: u64,
 }
+
+/// The source of map ids. A plain `core` atomic even under loom: it numbers
+/// maps and orders nothing.
+static NEXT_ID: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
 impl Inner {
     pub(crate) fn new(spaces: Box<[AddressSpace]>, limits: Limits, wait: Box<dyn Wait>) -> Inner {
@@ -36,6 +43,7 @@ impl Inner {
             poisoned: AtomicBool::new(false),
             total_pages: AtomicU64::new(0),
             slot_objects: AtomicUsize::new(0),
+            id: NEXT_ID.fetch_add(1, core::sync::atomic::Ordering::Relaxed),
         }
     }
 

@@ -5,6 +5,9 @@ use core::ops::Range;
 
 use crate::addr::{Gfn, Hva, GFN_LIMIT, MAX_SLOT_PAGES, PAGE_SHIFT};
 use crate::error::Error;
+use crate::memory::backing::Backing;
+use crate::memory::dirty::DirtyBitmap;
+use alloc::sync::Arc;
 
 bitflags::bitflags! {
     /// Slot flags, with KVM's bit values. Unknown bits are kept (see
@@ -133,6 +136,10 @@ pub struct Slot {
     region: Region,
     /// Being deleted or moved: in the sets, but no lookup returns it.
     invalid: bool,
+    /// What stands behind the host addresses.
+    backing: Backing,
+    /// The dirty log, while the slot has `LOG_DIRTY_PAGES`.
+    dirty: Option<Arc<DirtyBitmap>>,
     /// Under loom, a tracked cell that readers read whenever a slot is
     /// handed out and the writer writes before freeing it, so the model
     /// checker reports any reader access that is not ordered before the free.
@@ -149,13 +156,66 @@ impl PartialEq for Slot {
 impl Eq for Slot {}
 
 impl Slot {
-    pub(crate) fn new(region: Region, invalid: bool) -> Slot {
+    fn new(region: Region, invalid: bool, backing: Backing, dirty: Option<Arc<DirtyBitmap>>) -> Slot {
         Slot {
             region,
             invalid,
+            backing,
+            dirty,
             #[cfg(loom)]
             liveness: crate::sync::UnsafeCell::new(()),
         }
+    }
+
+    /// A new slot; it logs dirty pages from the start if its flags say so.
+    pub(crate) fn created(region: Region, backing: Backing) -> Slot {
+        let dirty = region.flags.contains(Flags::LOG_DIRTY_PAGES).then(|| Arc::new(DirtyBitmap::new(region.npages)));
+        Slot::new(region, false, backing, dirty)
+    }
+
+    /// The slot that replaces this one as `region` (a move or a flags
+    /// change): the same memory, and the same dirty log while
+    /// `LOG_DIRTY_PAGES` stays set, as KVM keeps it (bits name pages by their
+    /// offset in the slot, so after a move they name the pages at the new
+    /// guest address).
+    pub(crate) fn successor(&self, region: Region) -> Slot {
+        let logging = region.flags.contains(Flags::LOG_DIRTY_PAGES);
+        let dirty = logging.then(|| self.dirty.clone().unwrap_or_else(|| Arc::new(DirtyBitmap::new(region.npages))));
+        Slot::new(region, false, self.backing.clone(), dirty)
+    }
+
+    /// Whether this slot can stand for `old` moved or re-flagged: the same
+    /// host memory, size and READONLY. A new slot that took the id of a
+    /// deleted one is not a successor unless all of these match.
+    pub(crate) fn is_successor_of(&self, old: &Slot) -> bool {
+        let (new, prev) = (&self.region, &old.region);
+        new.hva == prev.hva
+            && new.npages == prev.npages
+            && new.flags.contains(Flags::READONLY) == prev.flags.contains(Flags::READONLY)
+            && self.backing.same_as(&old.backing)
+    }
+
+    /// The INVALID copy published while this slot is deleted or moved.
+    pub(crate) fn invalid_copy(&self) -> Slot {
+        Slot::new(self.region, true, Backing::Address, None)
+    }
+
+    /// What stands behind the host addresses.
+    #[cfg(feature = "std")]
+    pub(crate) fn backing(&self) -> &Backing {
+        &self.backing
+    }
+
+    /// The dirty log, if the slot logs dirty pages.
+    pub(crate) fn dirty_log(&self) -> Option<&Arc<DirtyBitmap>> {
+        self.dirty.as_ref()
+    }
+
+    /// Whether the guest-memory accessors can reach the slot's host memory
+    /// (it was made with `create_owned` or `create_raw`, not from a bare
+    /// host address).
+    pub fn has_host_memory(&self) -> bool {
+        self.backing.accessible()
     }
 
     /// Marks a read of the slot by a reader (a no-op outside loom).
@@ -241,7 +301,8 @@ impl Slot {
 /// A pointer to a slot object shared by both sets of an address space.
 ///
 /// The writer allocates slot objects and frees them once no set or cache can
-/// hand them out and a grace period has passed (DESIGN.md, invariant 3).
+/// hand them out and a grace period has passed (invariant 3 in the `map`
+/// module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct SlotPtr(core::ptr::NonNull<Slot>);
 
@@ -252,8 +313,8 @@ unsafe impl Send for SlotPtr {}
 unsafe impl Sync for SlotPtr {}
 
 impl SlotPtr {
-    pub(crate) fn alloc(region: Region, invalid: bool) -> SlotPtr {
-        let boxed = alloc::boxed::Box::new(Slot::new(region, invalid));
+    pub(crate) fn alloc(slot: Slot) -> SlotPtr {
+        let boxed = alloc::boxed::Box::new(slot);
         SlotPtr(core::ptr::NonNull::from(alloc::boxed::Box::leak(boxed)))
     }
 

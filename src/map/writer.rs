@@ -13,6 +13,8 @@ use crate::map::commit::Engine;
 use crate::map::plan::Change;
 use crate::map::shared::Inner;
 use crate::map::slot::{Flags, Region, SlotKey, UserMemoryRegion};
+use crate::memory::backing::Backing;
+use crate::memory::dirty::DirtyBitmap;
 use crate::sync::Ordering;
 
 /// The one handle that changes slots. Get it with [`Memslots::writer`] (or
@@ -51,10 +53,50 @@ impl<B: Backend> Writer<B> {
     /// [`Error::SlotExists`] if the id is taken, and otherwise the errors of
     /// [`Writer::set_region`].
     pub fn create(&mut self, region: Region) -> Result<Change, Error> {
-        self.one(Op::Create(region))
+        self.one(Op::Create(region, Backing::Address))
     }
 
-    /// Removes a slot. Readers stop seeing it before the call returns.
+    /// Adds a slot backed by guest RAM the crate owns: `ram.len()` bytes at
+    /// `base_gfn`, host address `ram.as_ptr()`. The slot keeps a reference
+    /// to `ram`; the memory is unmapped only after the slot has left both
+    /// sets, the grace period has passed, and every other reference (a
+    /// [`GuestRange`](crate::GuestRange), the caller's) has dropped. The
+    /// guest-memory accessors can reach the slot.
+    ///
+    /// # Errors
+    /// As [`Writer::create`].
+    #[cfg(feature = "std")]
+    pub fn create_owned(
+        &mut self,
+        key: SlotKey,
+        base_gfn: Gfn,
+        flags: Flags,
+        ram: Arc<crate::GuestRam>,
+    ) -> Result<Change, Error> {
+        let (region, backing) = owned_region(key, base_gfn, flags, ram);
+        self.one(Op::Create(region, backing))
+    }
+
+    /// Adds a slot whose host memory the embedder mapped itself, for
+    /// `no_std` hypervisors and memory a VMM maps on its own: unlike
+    /// [`Writer::create`], the guest-memory accessors can reach it.
+    ///
+    /// # Safety
+    /// `region.hva .. region.hva + region.npages * PAGE_SIZE` is mapped,
+    /// readable, and writable unless `region.flags` has `READONLY`, from
+    /// this call until the [`Writer::delete`] of the slot returns (or this
+    /// call returns an error). The crate accesses it only through raw
+    /// pointers, and the caller makes no Rust reference to it meanwhile.
+    ///
+    /// # Errors
+    /// As [`Writer::create`].
+    pub unsafe fn create_raw(&mut self, region: Region) -> Result<Change, Error> {
+        self.one(Op::Create(region, Backing::Raw))
+    }
+
+    /// Removes a slot. Readers stop seeing it before the call returns, and
+    /// once it has returned no reader can reach the slot's host range
+    /// through the map: the VMM may unmap that memory.
     ///
     /// # Errors
     /// [`Error::NoSuchSlot`] for an unknown key (and the key-range errors of
@@ -107,6 +149,57 @@ impl<B: Backend> Writer<B> {
         self.one(Op::SetRegion(region))
     }
 
+    /// Returns the dirty pages of a slot that logs them and clears them, word
+    /// by word with atomic swaps (`KVM_GET_DIRTY_LOG`): bit `i` of word `j`
+    /// is page `64 * j + i` of the slot. A page marked while this runs is in
+    /// this harvest or the next, never in both and never in neither.
+    ///
+    /// # Errors
+    /// [`Error::NoSuchSlot`] (and the key-range errors), and
+    /// [`Error::DirtyLogDisabled`] for a slot without `LOG_DIRTY_PAGES`.
+    pub fn get_dirty_log(&mut self, key: SlotKey) -> Result<Vec<u64>, Error> {
+        self.with_dirty_log(key, |log| log.take())
+    }
+
+    /// The dirty pages of a slot without clearing them, for a VMM that
+    /// clears with [`Writer::clear_dirty_log`] after it has copied the pages
+    /// (KVM's manual dirty-log protection).
+    ///
+    /// # Errors
+    /// As [`Writer::get_dirty_log`].
+    pub fn peek_dirty_log(&mut self, key: SlotKey) -> Result<Vec<u64>, Error> {
+        self.with_dirty_log(key, |log| log.peek())
+    }
+
+    /// Clears the dirty bits set in `mask` for the pages from `first_page`
+    /// on (bit `i` of `mask[j]` is page `first_page + 64 * j + i`), as
+    /// `KVM_CLEAR_DIRTY_LOG` does; bits marked meanwhile and not in `mask`
+    /// stay.
+    ///
+    /// # Errors
+    /// As [`Writer::get_dirty_log`], and [`Error::DirtyLogRange`] if
+    /// `first_page` is not a multiple of 64 or the mask runs past the slot.
+    pub fn clear_dirty_log(&mut self, key: SlotKey, first_page: u64, mask: &[u64]) -> Result<(), Error> {
+        self.with_dirty_log(key, |log| {
+            let words = log.pages().div_ceil(64);
+            let fits = (mask.len() as u64).checked_add(first_page / 64).is_some_and(|end| end <= words);
+            if !first_page.is_multiple_of(64) || !fits {
+                return Err(Error::DirtyLogRange { key });
+            }
+            log.clear(first_page, mask);
+            Ok(())
+        })?
+    }
+
+    fn with_dirty_log<R>(&self, key: SlotKey, f: impl FnOnce(&DirtyBitmap) -> R) -> Result<R, Error> {
+        self.inner.limits.check_key(key)?;
+        let (active, _) = self.inner.spaces[usize::from(key.as_id)].active();
+        // SAFETY: invariant 7: only this writer mutates sets, and not now.
+        let set = unsafe { active.deref() };
+        let slot = set.by_id(key.id).ok_or(Error::NoSuchSlot { key })?;
+        slot.dirty_log().map(|log| f(log)).ok_or(Error::DirtyLogDisabled { key })
+    }
+
     /// A batch of changes that readers see at once; see [`Batch`].
     pub fn batch(&mut self) -> Batch<'_, B> {
         Batch::new(self)
@@ -132,6 +225,20 @@ impl<B: Backend> Writer<B> {
     pub(crate) fn run(&mut self, ops: &[Op]) -> Result<Vec<Change>, BatchError> {
         Engine::new(&self.inner, &mut self.backend).run(ops)
     }
+}
+
+/// The region and backing of a slot over owned guest RAM.
+#[cfg(feature = "std")]
+pub(crate) fn owned_region(key: SlotKey, base_gfn: Gfn, flags: Flags, ram: Arc<crate::GuestRam>) -> (Region, Backing) {
+    let region = Region {
+        id: key.id,
+        as_id: key.as_id,
+        base_gfn,
+        npages: ram.len() as u64 >> crate::PAGE_SHIFT,
+        hva: ram.as_ptr() as u64,
+        flags,
+    };
+    (region, Backing::Owned(ram))
 }
 
 impl<B: Backend> Drop for Writer<B> {

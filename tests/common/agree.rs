@@ -2,7 +2,7 @@
 //! every query compared on the state that results. Shared by the proptest
 //! model test and the fuzz targets.
 
-use memslots::{Flags, Memslots, Reader, Region, SlotKey, Writer};
+use memslots::{Change, Error, Flags, Memslots, Reader, Region, SlotKey, UserMemoryRegion, Writer};
 
 use super::model::Model;
 
@@ -13,7 +13,9 @@ pub enum Op {
     Delete(SlotKey),
     Move(SlotKey, u64),
     SetFlags(SlotKey, Flags),
-    SetRegion { id: u32, as_id: u32, gpa: u64, size: u64, hva: u64, flags: u32 },
+    /// Raw fields: `slot` packs `(as_id << 16) | id`, `flags` may carry
+    /// unknown bits.
+    SetRegion(UserMemoryRegion),
 }
 
 macro_rules! ensure_eq {
@@ -27,18 +29,21 @@ macro_rules! ensure_eq {
 
 /// Applies `op` to both; their results must be equal.
 pub fn apply(w: &mut Writer, m: &mut Model, op: &Op) -> Result<(), String> {
-    match *op {
-        Op::Create(r) => ensure_eq!(w.create(r), m.create(r), "{op:?}"),
-        Op::Delete(k) => ensure_eq!(w.delete(k), m.delete(k), "{op:?}"),
-        Op::Move(k, g) => ensure_eq!(w.move_to(k, g), m.move_to(k, g), "{op:?}"),
-        Op::SetFlags(k, f) => ensure_eq!(w.set_flags(k, f), m.set_flags(k, f), "{op:?}"),
-        Op::SetRegion { id, as_id, gpa, size, hva, flags } => ensure_eq!(
-            w.set_region(id, as_id, gpa, size, hva, flags),
-            m.set_region(id, as_id, gpa, size, hva, flags),
-            "{op:?}"
-        ),
-    }
-    Ok(())
+    run(w, m, op).map(drop)
+}
+
+/// Applies `op` to both; their results must be equal, and the crate's is
+/// returned.
+pub fn run(w: &mut Writer, m: &mut Model, op: &Op) -> Result<Result<Change, Error>, String> {
+    let (got, want) = match *op {
+        Op::Create(r) => (w.create(r), m.create(r)),
+        Op::Delete(k) => (w.delete(k), m.delete(k)),
+        Op::Move(k, g) => (w.move_to(k, g), m.move_to(k, g)),
+        Op::SetFlags(k, f) => (w.set_flags(k, f), m.set_flags(k, f)),
+        Op::SetRegion(r) => (w.set_region(r), m.set_region(r)),
+    };
+    ensure_eq!(got, want, "{op:?}");
+    Ok(got)
 }
 
 fn regions<'a>(it: impl Iterator<Item = &'a memslots::Slot>) -> Vec<Region> {
@@ -48,7 +53,10 @@ fn regions<'a>(it: impl Iterator<Item = &'a memslots::Slot>) -> Vec<Region> {
 /// Every query of every address space, through each reader, against the
 /// model: gfn lookups at the model's slot edges and holes and at `probes`,
 /// lookups by id, and gfn- and hva-range iteration over each probe
-/// `(start, len)`, whose hva window is `hva_base + start * 0x800` on.
+/// `(start, len)` (`start..start + len`, saturating), whose hva window is
+/// `hva_base + start * 0x800` on. Each range is also queried reversed and
+/// empty (`start..start`), which must yield nothing, and from `start` up to
+/// `u64::MAX`.
 pub fn check(
     slots: &Memslots,
     readers: &mut [Reader],
@@ -87,18 +95,26 @@ pub fn check(
             ensure_eq!(all, m.in_gfn_range(as_id, 0, u64::MAX), "as {as_id} all slots");
             for &(start, len) in probes {
                 let end = start.saturating_add(len);
-                ensure_eq!(
-                    regions(view.slots_in_gfn_range(start..end)),
-                    m.in_gfn_range(as_id, start, end),
-                    "as {as_id} gfns {start:#x}..{end:#x}"
-                );
                 let lo = hva_base.wrapping_add(start.wrapping_mul(0x800));
                 let hi = lo.saturating_add(len.saturating_mul(0x400));
-                ensure_eq!(
-                    regions(view.slots_in_hva_range(lo..hi)),
-                    m.in_hva_range(as_id, lo, hi),
-                    "as {as_id} hvas {lo:#x}..{hi:#x}"
-                );
+                // The range, reversed, empty, and open to the top.
+                for (start, end, lo, hi) in [
+                    (start, end, lo, hi),
+                    (end, start, hi, lo),
+                    (start, start, lo, lo),
+                    (start, u64::MAX, lo, u64::MAX),
+                ] {
+                    ensure_eq!(
+                        regions(view.slots_in_gfn_range(start..end)),
+                        m.in_gfn_range(as_id, start, end),
+                        "as {as_id} gfns {start:#x}..{end:#x}"
+                    );
+                    ensure_eq!(
+                        regions(view.slots_in_hva_range(lo..hi)),
+                        m.in_hva_range(as_id, lo, hi),
+                        "as {as_id} hvas {lo:#x}..{hi:#x}"
+                    );
+                }
             }
         }
     }

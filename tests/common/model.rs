@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use memslots::{Change, Config, Error, Flags, Region, SlotKey, MAX_SLOT_PAGES};
+use memslots::{Change, Config, Error, Flags, Region, SlotKey, UserMemoryRegion, GFN_LIMIT, MAX_SLOT_PAGES};
 
 const PAGE: u64 = 4096;
 
@@ -36,28 +36,28 @@ impl Model {
         Ok(())
     }
 
+    /// A range given in frames must end below `GFN_LIMIT`: its byte end
+    /// `(base_gfn + npages) << 12` must not reach 2^64 (KVM's wrap check).
     fn check_frames(base_gfn: u64, npages: u64) -> Result<(), Error> {
         if npages > MAX_SLOT_PAGES {
             return Err(Error::SlotTooLarge { npages });
         }
-        if base_gfn >= 1 << 52 {
+        if u128::from(base_gfn) + u128::from(npages) >= u128::from(GFN_LIMIT) {
             return Err(Error::GpaWraps);
         }
         Ok(())
     }
 
-    pub fn set_region(
-        &mut self,
-        id: u32,
-        as_id: u32,
-        gpa: u64,
-        size: u64,
-        hva: u64,
-        flags: u32,
-    ) -> Result<Change, Error> {
-        if flags & !3 != 0 {
-            return Err(Error::UnknownFlags { bits: flags });
+    /// `KVM_SET_USER_MEMORY_REGION`, with the `slot` field split as the
+    /// kernel splits it: address space from the upper 16 bits, id from the
+    /// lower 16.
+    pub fn set_region(&mut self, raw: UserMemoryRegion) -> Result<Change, Error> {
+        let UserMemoryRegion { slot, flags, guest_phys_addr: gpa, memory_size: size, userspace_addr: hva } = raw;
+        let unknown = flags.bits() & !(Flags::LOG_DIRTY_PAGES.bits() | Flags::READONLY.bits());
+        if unknown != 0 {
+            return Err(Error::UnknownFlags { bits: unknown });
         }
+        let (as_id, id) = (slot >> 16, slot & 0xffff);
         if !size.is_multiple_of(PAGE) {
             return Err(Error::UnalignedSize { size });
         }
@@ -90,14 +90,7 @@ impl Model {
             self.slots.remove(i);
             return Ok(Change::Deleted);
         }
-        let new = Region {
-            id: key.id,
-            as_id: key.as_id,
-            base_gfn: gpa / PAGE,
-            npages,
-            hva,
-            flags: Flags::from_bits(flags).unwrap(),
-        };
+        let new = Region { id: key.id, as_id: key.as_id, base_gfn: gpa / PAGE, npages, hva, flags };
         let change = match old {
             None => {
                 let limit = self.config.max_total_pages;
@@ -146,7 +139,13 @@ impl Model {
     }
 
     fn apply(&mut self, r: &Region) -> Result<Change, Error> {
-        self.set_region(r.id.into(), r.as_id.into(), r.base_gfn * PAGE, r.npages * PAGE, r.hva, r.flags.bits())
+        self.set_region(UserMemoryRegion {
+            slot: (u32::from(r.as_id) << 16) | u32::from(r.id),
+            flags: r.flags,
+            guest_phys_addr: r.base_gfn * PAGE,
+            memory_size: r.npages * PAGE,
+            userspace_addr: r.hva,
+        })
     }
 
     fn existing(&self, key: SlotKey) -> Result<Region, Error> {
@@ -154,7 +153,7 @@ impl Model {
         self.find(key).map(|i| self.slots[i]).ok_or(Error::NoSuchSlot { key })
     }
 
-    pub fn create(&mut self, r: Region) -> Result<(), Error> {
+    pub fn create(&mut self, r: Region) -> Result<Change, Error> {
         self.check_key(r.key())?;
         if r.npages == 0 {
             return Err(Error::EmptySlot);
@@ -163,23 +162,23 @@ impl Model {
             return Err(Error::SlotExists { key: r.key() });
         }
         Self::check_frames(r.base_gfn, r.npages)?;
-        self.apply(&r).map(drop)
+        self.apply(&r)
     }
 
-    pub fn delete(&mut self, key: SlotKey) -> Result<(), Error> {
+    pub fn delete(&mut self, key: SlotKey) -> Result<Change, Error> {
         let old = self.existing(key)?;
-        self.set_region(key.id.into(), key.as_id.into(), old.base_gfn * PAGE, 0, old.hva, old.flags.bits()).map(drop)
+        self.apply(&Region { npages: 0, ..old })
     }
 
-    pub fn move_to(&mut self, key: SlotKey, base_gfn: u64) -> Result<(), Error> {
+    pub fn move_to(&mut self, key: SlotKey, base_gfn: u64) -> Result<Change, Error> {
         let old = self.existing(key)?;
         Self::check_frames(base_gfn, old.npages)?;
-        self.apply(&Region { base_gfn, ..old }).map(drop)
+        self.apply(&Region { base_gfn, ..old })
     }
 
-    pub fn set_flags(&mut self, key: SlotKey, flags: Flags) -> Result<(), Error> {
+    pub fn set_flags(&mut self, key: SlotKey, flags: Flags) -> Result<Change, Error> {
         let old = self.existing(key)?;
-        self.apply(&Region { flags, ..old }).map(drop)
+        self.apply(&Region { flags, ..old })
     }
 
     pub fn lookup(&self, as_id: u16, gfn: u64) -> Option<Region> {
@@ -190,7 +189,12 @@ impl Model {
         self.find(key).map(|i| self.slots[i])
     }
 
+    /// The slots intersecting `start..end`; none for an empty or reversed
+    /// range.
     pub fn in_gfn_range(&self, as_id: u16, start: u64, end: u64) -> Vec<Region> {
+        if start >= end {
+            return Vec::new();
+        }
         let mut v: Vec<Region> = self
             .slots
             .iter()
@@ -201,7 +205,12 @@ impl Model {
         v
     }
 
+    /// The slots whose host range intersects `lo..hi`, by host address
+    /// then id; none for an empty or reversed range.
     pub fn in_hva_range(&self, as_id: u16, lo: u64, hi: u64) -> Vec<Region> {
+        if lo >= hi {
+            return Vec::new();
+        }
         let mut v: Vec<Region> = self
             .slots
             .iter()
@@ -212,10 +221,11 @@ impl Model {
         v
     }
 
-    /// Gfns worth probing in `as_id`: every slot edge, its neighbours, and
-    /// the holes between.
+    /// Gfns worth probing in `as_id`: every slot edge, its neighbours, the
+    /// holes between, and the top of the range (the last gfn a slot may
+    /// hold, the first it may not, `GFN_LIMIT`, and the largest gfns).
     pub fn probe_gfns(&self, as_id: u16) -> Vec<u64> {
-        let mut v = vec![0, u64::MAX, (1 << 52) - 1];
+        let mut v = vec![0, GFN_LIMIT - 2, GFN_LIMIT - 1, GFN_LIMIT, GFN_LIMIT + 1, u64::MAX - 1, u64::MAX];
         for r in self.slots.iter().filter(|r| r.as_id == as_id) {
             for g in [r.base_gfn, r.end_gfn()] {
                 v.extend([g.wrapping_sub(1), g, g + 1]);

@@ -1,0 +1,147 @@
+//! Cached translations of a fixed guest range, like the kernel's
+//! `gfn_to_hva_cache`: resolved once, resolved again only when the
+//! generation changed.
+
+use crate::addr::PAGE_SHIFT;
+use crate::map::{Flags, View};
+use crate::memory::access::{AccessError, AccessFailure};
+use crate::memory::copy;
+use crate::memory::dirty::DirtyBitmap;
+
+/// A guest range of fixed address and length whose translation is kept
+/// between accesses, for structures a VMM touches often (a steal-time page,
+/// a virtio ring): [`View::read_cached`] and [`View::write_cached`] reuse it
+/// while the view's generation is the one it was resolved in, and resolve it
+/// again otherwise. A range that crosses slots is not cached: its accesses
+/// take the general path every time.
+#[derive(Clone, Debug)]
+pub struct GpaCache {
+    gpa: u64,
+    len: usize,
+    /// The map and generation the translation is good for (invariant 4 of
+    /// the `map` module); `None` until resolved.
+    valid_in: Option<(u64, u64)>,
+    /// The resolved range in one slot, or `None` when it crosses slots or
+    /// has no host memory.
+    fast: Option<Resolved>,
+}
+
+/// The translation of a cached range that lies in one slot.
+#[derive(Clone, Copy, Debug)]
+struct Resolved {
+    /// Host address of the range's first byte.
+    host: usize,
+    writable: bool,
+    /// The slot's dirty log (a `*const DirtyBitmap`, 0 for none), used
+    /// only in the generation it was resolved in, while the slot is alive.
+    dirty: usize,
+    /// Bytes from the slot's first byte to the range's.
+    slot_offset: u64,
+}
+
+impl GpaCache {
+    /// A cache for `len` bytes at `gpa`; nothing is resolved yet.
+    ///
+    /// # Errors
+    /// [`AccessFailure::Empty`] for a zero length, [`AccessFailure::PastEnd`]
+    /// for a range past the top of the guest address space.
+    pub fn new(gpa: u64, len: usize) -> Result<GpaCache, AccessError> {
+        let fail = |failure| Err(AccessError { gpa, done: 0, failure });
+        if len == 0 {
+            return fail(AccessFailure::Empty);
+        }
+        if gpa.checked_add(len as u64).is_none_or(|end| (end - 1) >> PAGE_SHIFT >= crate::GFN_LIMIT) {
+            return fail(AccessFailure::PastEnd);
+        }
+        Ok(GpaCache { gpa, len, valid_in: None, fast: None })
+    }
+
+    /// The guest address of the range.
+    pub fn gpa(&self) -> u64 {
+        self.gpa
+    }
+
+    /// The length of the range.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Always false: a cached range has at least one byte.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Checks `offset..offset + len` against the range.
+    fn check(&self, offset: usize, len: usize) -> Result<u64, AccessError> {
+        let gpa = self.gpa.wrapping_add(offset as u64);
+        let fail = |failure| Err(AccessError { gpa, done: 0, failure });
+        if len == 0 {
+            return fail(AccessFailure::Empty);
+        }
+        if offset.checked_add(len).is_none_or(|end| end > self.len) {
+            return fail(AccessFailure::PastEnd);
+        }
+        Ok(gpa)
+    }
+}
+
+impl View<'_> {
+    /// The cache's translation in this view, resolved again if the view's
+    /// generation is not the one it was resolved in.
+    fn resolve(&self, cache: &mut GpaCache) -> Option<Resolved> {
+        let now = self.cacheable_generation().map(|generation| (self.map_id(), generation));
+        if now.is_none() || cache.valid_in != now {
+            let segment = self.segment(cache.gpa, cache.len, false).ok().filter(|s| s.len == cache.len);
+            cache.fast = segment.map(|segment| Resolved {
+                host: segment.host as usize,
+                writable: !segment.slot.flags().contains(Flags::READONLY),
+                dirty: segment.slot.dirty_log().map_or(0, |log| &**log as *const DirtyBitmap as usize),
+                slot_offset: segment.offset,
+            });
+            cache.valid_in = now;
+        }
+        cache.fast
+    }
+
+    /// Reads `buf.len()` bytes at `offset` in the cached range, through the
+    /// cached translation when it is still valid.
+    ///
+    /// # Errors
+    /// [`AccessFailure::Empty`] or [`AccessFailure::PastEnd`] for a request
+    /// outside the range; otherwise as [`View::read`].
+    pub fn read_cached(&self, cache: &mut GpaCache, offset: usize, buf: &mut [u8]) -> Result<(), AccessError> {
+        let gpa = cache.check(offset, buf.len())?;
+        match self.resolve(cache) {
+            // SAFETY: resolved in this view's generation, so the slot is in
+            // the viewed set and its memory mapped while the view lives; the
+            // request lies inside the range (checked).
+            Some(fast) => unsafe { copy::from_guest((fast.host + offset) as *const u8, buf) },
+            None => return self.read(gpa, buf),
+        }
+        Ok(())
+    }
+
+    /// Writes `buf` at `offset` in the cached range, through the cached
+    /// translation when it is still valid, and marks the pages written.
+    ///
+    /// # Errors
+    /// As [`View::read_cached`], and [`AccessFailure::ReadOnly`].
+    pub fn write_cached(&self, cache: &mut GpaCache, offset: usize, buf: &[u8]) -> Result<(), AccessError> {
+        let gpa = cache.check(offset, buf.len())?;
+        let Some(fast) = self.resolve(cache).filter(|fast| fast.writable) else {
+            return self.write(gpa, buf);
+        };
+        // SAFETY: as in `read_cached`; the slot is writable.
+        unsafe { copy::to_guest((fast.host + offset) as *mut u8, buf) };
+        if fast.dirty != 0 {
+            // SAFETY: the dirty log of a slot in the viewed set, which the
+            // slot keeps alive while the view lives (resolved in this
+            // generation).
+            let log = unsafe { &*(fast.dirty as *const DirtyBitmap) };
+            let start = fast.slot_offset + offset as u64;
+            let (first, last) = (start >> PAGE_SHIFT, (start + buf.len() as u64 - 1) >> PAGE_SHIFT);
+            log.mark(first, last - first + 1);
+        }
+        Ok(())
+    }
+}

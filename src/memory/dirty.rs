@@ -1,0 +1,95 @@
+//! Dirty-page bitmaps: one bit per page of a slot with `LOG_DIRTY_PAGES`.
+//!
+//! Marking is a `fetch_or` of one word; harvesting swaps each word with zero,
+//! so a bit set while the harvest runs lands either in this harvest or in the
+//! next, never in both and never nowhere.
+
+use alloc::vec::Vec;
+use core::fmt;
+
+use crate::sync::{AtomicU64, Ordering};
+
+/// The dirty bits of one slot, shared by every slot object that carries the
+/// slot's log (a flags change that keeps logging, a move).
+///
+/// Public only under `--cfg loom`, for the loom suite.
+pub struct DirtyBitmap {
+    words: alloc::boxed::Box<[AtomicU64]>,
+    pages: u64,
+}
+
+impl DirtyBitmap {
+    #[allow(missing_docs)]
+    pub fn new(pages: u64) -> DirtyBitmap {
+        let words = pages.div_ceil(64) as usize;
+        DirtyBitmap { words: (0..words).map(|_| AtomicU64::new(0)).collect(), pages }
+    }
+
+    /// Marks pages `first..first + count` (clamped to the slot).
+    #[inline]
+    pub fn mark(&self, first: u64, count: u64) {
+        let end = first.saturating_add(count).min(self.pages);
+        let mut page = first;
+        while page < end {
+            let (word, bit) = ((page / 64) as usize, page % 64);
+            let run = (64 - bit).min(end - page);
+            let mask = if run == 64 { u64::MAX } else { ((1u64 << run) - 1) << bit };
+            // Relaxed: the bit is the whole message; the harvest's swap
+            // (the same word's modification order) takes it exactly once.
+            self.words[word].fetch_or(mask, Ordering::Relaxed);
+            page += run;
+        }
+    }
+
+    /// Returns the bitmap and clears it, word by word.
+    pub fn take(&self) -> Vec<u64> {
+        // Relaxed: each word's swap is atomic with the marks of that word.
+        self.words.iter().map(|word| word.swap(0, Ordering::Relaxed)).collect()
+    }
+
+    /// The broken harvest the loom suite must catch: a load, then a store of
+    /// zero, which loses a bit marked between the two.
+    #[cfg(loom)]
+    #[doc(hidden)]
+    pub fn take_load_then_store(&self) -> Vec<u64> {
+        self.words
+            .iter()
+            .map(|word| {
+                let bits = word.load(Ordering::Relaxed);
+                word.store(0, Ordering::Relaxed);
+                bits
+            })
+            .collect()
+    }
+
+    /// Returns the bitmap without clearing it.
+    pub(crate) fn peek(&self) -> Vec<u64> {
+        // Relaxed: a snapshot.
+        self.words.iter().map(|word| word.load(Ordering::Relaxed)).collect()
+    }
+
+    /// Clears the bits of `mask` for the pages from `first_page` on (bit `i`
+    /// of `mask[j]` is page `first_page + 64 * j + i`), as
+    /// `KVM_CLEAR_DIRTY_LOG` does. `first_page` is a multiple of 64.
+    pub(crate) fn clear(&self, first_page: u64, mask: &[u64]) {
+        let first_word = (first_page / 64) as usize;
+        for (word, bits) in self.words.iter().skip(first_word).zip(mask) {
+            // Relaxed: as in `take`; a bit set concurrently and not in the
+            // mask survives.
+            word.fetch_and(!bits, Ordering::Relaxed);
+        }
+    }
+
+    /// Pages covered.
+    pub(crate) fn pages(&self) -> u64 {
+        self.pages
+    }
+}
+
+impl fmt::Debug for DirtyBitmap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Relaxed: a snapshot for display.
+        let dirty: u32 = self.words.iter().map(|w| w.load(Ordering::Relaxed).count_ones()).sum();
+        f.debug_struct("DirtyBitmap").field("pages", &self.pages).field("dirty", &dirty).finish()
+    }
+}
