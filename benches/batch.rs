@@ -12,9 +12,11 @@
 //! The map's `max_slots` is raised above x86's 32764 to make room for the
 //! 1000 (moves, flags: 33764 slots in all at the larger size).
 //!
-//! No reader is registered: this measures the writer's own work (a single
-//! move or delete is two swaps and two grace periods; the whole batch is
-//! as many).
+//! `moves` and the others run with no reader registered: that measures the
+//! writer's own work (a single move or delete is two swaps and two grace
+//! periods; the whole batch is as many). `moves_with_reader` repeats the
+//! moves while a vCPU reader thread looks up in a loop, a view per lookup,
+//! so every grace period has a reader to wait for.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -95,6 +97,41 @@ fn compare(c: &mut Criterion) {
                 out = !out;
             })
         });
+        group.finish();
+
+        let mut group = c.benchmark_group("moves_with_reader");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let busy = {
+            let (stop, reader) = (stop.clone(), slots.reader());
+            std::thread::spawn(move || {
+                let mut gfn = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    black_box(reader.pin().gfn_to_hva(gfn));
+                    gfn = (gfn + 7) % (NPAGES * 64);
+                }
+            })
+        };
+        let mut out = slots.reader().pin().slot_by_id(ids[0]).map(|s| s.base_gfn()) == Some(0);
+        group.bench_function(BenchmarkId::new("1000 single", existing), |b| {
+            b.iter(|| {
+                for &id in &ids {
+                    black_box(w.move_to(key(id), target(id, out)).expect("move"));
+                }
+                out = !out;
+            })
+        });
+        group.bench_function(BenchmarkId::new("one 1000-op batch", existing), |b| {
+            b.iter(|| {
+                let mut batch = w.batch();
+                for &id in &ids {
+                    batch.move_to(key(id), target(id, out));
+                }
+                black_box(batch.commit().expect("moves"));
+                out = !out;
+            })
+        });
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        busy.join().expect("reader thread");
         group.finish();
 
         let mut group = c.benchmark_group("flags");

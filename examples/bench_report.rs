@@ -350,12 +350,11 @@ fn machine() -> String {
         at.and_then(|i| lock[i..].split('"').next()).unwrap_or("?").to_string()
     };
     format!(
-        "{model}, {} cores; {rustc}; memslots {}, vm-memory {}, arc-swap {}, crossbeam-epoch {}",
+        "{model}, {} cores; {rustc}; memslots {}, vm-memory {}, arc-swap {}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         env!("CARGO_PKG_VERSION"),
         version("vm-memory"),
         version("arc-swap"),
-        version("crossbeam-epoch"),
     )
 }
 

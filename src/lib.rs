@@ -55,6 +55,7 @@ extern crate alloc;
 
 mod addr;
 pub mod backend;
+mod errno;
 mod error;
 mod map;
 mod memory;
@@ -63,6 +64,8 @@ mod wait;
 mod zap;
 
 pub use addr::{gfn_to_gpa, gpa_to_gfn, Gfn, Hva, GFN_LIMIT, MAX_SLOT_PAGES, PAGE_SHIFT, PAGE_SIZE};
+#[cfg(all(feature = "kvm", target_arch = "x86_64"))]
+pub use backend::kvm::{Exit, KvmBackend, KvmWriter, Vcpu, VcpuGate};
 pub use backend::{Backend, NoBackend, SlotChange};
 pub use error::Error;
 #[cfg(loom)]

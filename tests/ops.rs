@@ -384,11 +384,19 @@ fn error_invalid_slot_id_and_address_space() {
     refused(&slots, Error::InvalidAddressSpace { as_id: 2 }, || w.create(region(9, 2, 0x10000, 1)));
     refused(&slots, Error::InvalidAddressSpace { as_id: 7 }, || w.set_region(umr(0, 7, 0, 0x1000, 0, 0)));
     refused(&slots, Error::InvalidAddressSpace { as_id: 0xffff }, || {
-        w.set_region(UserMemoryRegion { slot: u32::MAX, ..umr(0, 0, 0, 0x1000, 0, 0) })
+        w.set_region(UserMemoryRegion { slot: 0xffff_0000, ..umr(0, 0, 0, 0x1000, 0, 0) })
     });
     refused(&slots, Error::InvalidAddressSpace { as_id: 2 }, || w.delete(key(0, 2)));
-    // The address space is checked before the id, as KVM does.
-    refused(&slots, Error::InvalidAddressSpace { as_id: 2 }, || w.set_region(umr(40000, 2, 0, 0x1000, 0, 0)));
+    // The slot id is checked first, before the other fields, as KVM's ioctl
+    // does; the address space only after the alignment and wrap checks.
+    refused(&slots, Error::InvalidSlotId { id: 0xffff }, || {
+        w.set_region(UserMemoryRegion { slot: u32::MAX, ..umr(0, 0, 0, 0x1000, 0, 0) })
+    });
+    refused(&slots, Error::InvalidSlotId { id: 40000 }, || w.set_region(umr(40000, 2, 0, 0x1000, 0, 0)));
+    refused(&slots, Error::InvalidSlotId { id: 40000 }, || w.set_region(umr(40000, 0, 1, 0x1000, 0, 0)));
+    refused(&slots, Error::UnalignedGpa { gpa: 1 }, || w.set_region(umr(0, 2, 1, 0x1000, 0, 0)));
+    refused(&slots, Error::InvalidSlotId { id: 32764 }, || w.create(region(32764, 2, 0x10000, 1)));
+    refused(&slots, Error::InvalidSlotId { id: 32764 }, || w.delete(key(32764, 2)));
 }
 
 #[test]
@@ -533,7 +541,6 @@ fn a_slot_may_end_at_the_last_allowed_gfn() {
     assert_eq!(both(Op::Move(key(1, 0), top.base_gfn)), Ok(Change::Moved));
     assert_eq!(both(Op::SetFlags(key(1, 0), Flags::LOG_DIRTY_PAGES)), Ok(Change::FlagsChanged));
     let top = Region { flags: Flags::LOG_DIRTY_PAGES, ..top };
-    drop(both);
     assert_eq!(model.slots.len(), 3);
     assert_eq!(model.by_id(key(1, 0)), Some(top));
     assert_eq!(model.by_id(key(1, 1)).map(|r| r.end_gfn()), Some(LAST_GFN + 1));

@@ -23,6 +23,9 @@
 
 use crate::map::{Change, Region, SlotKey};
 
+#[cfg(feature = "kvm")]
+pub mod kvm;
+
 /// One net change of a writer call or batch, as a backend sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SlotChange {

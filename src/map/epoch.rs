@@ -69,6 +69,8 @@ pub enum LoomFault {
     PinWithoutFence,
     /// The writer reads the reader words without its fence after the swap.
     WriterWithoutFence,
+    /// A batch is published operation by operation instead of at once.
+    BatchOpByOp,
 }
 
 /// The global epoch and the list of reader entries.
@@ -109,7 +111,7 @@ impl Epochs {
     }
 
     #[cfg(loom)]
-    fn faulty(&self, fault: LoomFault) -> bool {
+    pub(crate) fn faulty(&self, fault: LoomFault) -> bool {
         *self.fault.lock().unwrap() == Some(fault)
     }
 

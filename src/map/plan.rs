@@ -1,16 +1,20 @@
-//! Validation: turns a request into the change to make, with KVM's rules from
-//! `kvm_set_memory_region`, checked in this order:
+//! Validation: turns a request into the change to make, with KVM's rules,
+//! checked in the order of a current kernel (6.8 on), so a VMM sees the first
+//! error the ioctl would give: `kvm_vm_ioctl` refuses flags the ioctl does
+//! not know, `kvm_vm_ioctl_set_memory_region` an out-of-range slot id, and
+//! `kvm_set_memory_region` the rest:
 //!
 //! 1. unknown flag bits;
-//! 2. size, guest address, host address not page aligned;
-//! 3. host range wraps;
-//! 4. address space, then slot id, out of range;
-//! 5. guest range wraps; more than 2^31 - 1 pages;
-//! 6. size 0: delete, of a slot that must exist;
-//! 7. new slot: the total-pages limit;
+//! 2. slot id (the low 16 bits of the slot field) out of range;
+//! 3. size, guest address, host address not page aligned;
+//! 4. host range wraps;
+//! 5. address space out of range;
+//! 6. guest range wraps; more than 2^31 - 1 pages;
+//! 7. size 0: delete, of a slot that must exist;
+//! 8. new slot: the total-pages limit;
 //!    existing slot: new host address, new size, READONLY toggled are refused;
 //!    same base and flags is a no-op;
-//! 8. CREATE and MOVE must not overlap another slot (its own old range is fine).
+//! 9. CREATE and MOVE must not overlap another slot (its own old range is fine).
 
 use crate::addr::{is_page_aligned, MAX_SLOT_PAGES, PAGE_SHIFT};
 use crate::error::Error;
@@ -62,13 +66,22 @@ pub(crate) struct Limits {
 }
 
 impl Limits {
-    /// Checks a typed key; returns the raw key's errors for it.
+    /// Checks a typed key: the slot id first, as KVM does.
     pub(crate) fn check_key(&self, key: SlotKey) -> Result<(), Error> {
-        if key.as_id >= self.address_spaces {
-            return Err(Error::InvalidAddressSpace { as_id: key.as_id.into() });
+        self.check_id(key.id)?;
+        self.check_address_space(key.as_id)
+    }
+
+    fn check_id(&self, id: u16) -> Result<(), Error> {
+        if id >= self.max_slots {
+            return Err(Error::InvalidSlotId { id: id.into() });
         }
-        if key.id >= self.max_slots {
-            return Err(Error::InvalidSlotId { id: key.id.into() });
+        Ok(())
+    }
+
+    fn check_address_space(&self, as_id: u16) -> Result<(), Error> {
+        if as_id >= self.address_spaces {
+            return Err(Error::InvalidAddressSpace { as_id: as_id.into() });
         }
         Ok(())
     }
@@ -86,6 +99,8 @@ pub(crate) fn plan<'s>(
     if unknown != 0 {
         return Err(Error::UnknownFlags { bits: unknown });
     }
+    let key = raw.key();
+    limits.check_id(key.id)?;
     let (flags, gpa, size, hva) = (raw.flags, raw.guest_phys_addr, raw.memory_size, raw.userspace_addr);
     if !is_page_aligned(size) {
         return Err(Error::UnalignedSize { size });
@@ -99,8 +114,7 @@ pub(crate) fn plan<'s>(
     if hva.checked_add(size).is_none() {
         return Err(Error::HvaWraps);
     }
-    let key = raw.key();
-    limits.check_key(key)?;
+    limits.check_address_space(key.as_id)?;
     if gpa.checked_add(size).is_none() {
         return Err(Error::GpaWraps);
     }

@@ -223,6 +223,11 @@ impl<B: Backend> Writer<B> {
     }
 
     pub(crate) fn run(&mut self, ops: &[Op]) -> Result<Vec<Change>, BatchError> {
+        #[cfg(loom)]
+        if ops.len() > 1 && self.inner.epochs.faulty(crate::map::LoomFault::BatchOpByOp) {
+            let one = |op: &Op| Engine::new(&self.inner, &mut self.backend).run(core::slice::from_ref(op));
+            return ops.iter().map(one).map(|r| r.map(|changes| changes[0])).collect();
+        }
         Engine::new(&self.inner, &mut self.backend).run(ops)
     }
 }

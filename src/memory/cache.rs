@@ -50,7 +50,7 @@ impl GpaCache {
         if len == 0 {
             return fail(AccessFailure::Empty);
         }
-        if gpa.checked_add(len as u64).is_none_or(|end| (end - 1) >> PAGE_SHIFT >= crate::GFN_LIMIT) {
+        if gpa.checked_add(len as u64 - 1).is_none() {
             return fail(AccessFailure::PastEnd);
         }
         Ok(GpaCache { gpa, len, valid_in: None, fast: None })

@@ -26,12 +26,14 @@ impl Model {
         self.slots.iter().map(|r| r.npages).sum()
     }
 
+    /// The slot id first, then the address space, as the raw call checks
+    /// them.
     fn check_key(&self, key: SlotKey) -> Result<(), Error> {
-        if key.as_id >= self.config.address_spaces {
-            return Err(Error::InvalidAddressSpace { as_id: key.as_id.into() });
-        }
         if key.id >= self.config.max_slots {
             return Err(Error::InvalidSlotId { id: key.id.into() });
+        }
+        if key.as_id >= self.config.address_spaces {
+            return Err(Error::InvalidAddressSpace { as_id: key.as_id.into() });
         }
         Ok(())
     }
@@ -58,6 +60,11 @@ impl Model {
             return Err(Error::UnknownFlags { bits: unknown });
         }
         let (as_id, id) = (slot >> 16, slot & 0xffff);
+        // The id (the low 16 bits) is checked before the fields, the address
+        // space after them.
+        if id >= u32::from(self.config.max_slots) {
+            return Err(Error::InvalidSlotId { id });
+        }
         if !size.is_multiple_of(PAGE) {
             return Err(Error::UnalignedSize { size });
         }
@@ -72,9 +79,6 @@ impl Model {
         }
         if as_id >= u32::from(self.config.address_spaces) {
             return Err(Error::InvalidAddressSpace { as_id });
-        }
-        if id >= u32::from(self.config.max_slots) {
-            return Err(Error::InvalidSlotId { id });
         }
         if u128::from(gpa) + u128::from(size) > u128::from(u64::MAX) {
             return Err(Error::GpaWraps);

@@ -1,0 +1,122 @@
+//! One slot change through the crate with the `kvm` backend against the
+//! bare `KVM_SET_USER_MEMORY_REGION` ioctl (kvm-ioctls), in a VM that has 1,
+//! 509, 4096 and 32000 slots already (issue #14). The crate should add under
+//! 10 % to the kernel's cost.
+//!
+//! The change is a MOVE of a one-page slot between two free guest
+//! addresses, back and forth (KVM_MR_MOVE in the kernel both ways). Through
+//! the crate it also validates, publishes an INVALID copy, swaps twice and
+//! waits two grace periods, with the backend's [`VcpuGate`] held around the
+//! ioctl (no vCPU runs, so the hold only takes a lock) and one idle vCPU
+//! reader registered. The other slots are one page each, over their own
+//! memory, at distinct addresses, in both VMs.
+//!
+//! Without `/dev/kvm` it prints one line and measures nothing.
+//!
+//! ```text
+//! cargo bench --features kvm --bench kvm
+//! ```
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use memslots::backend::kvm::kvm_bindings::kvm_userspace_memory_region;
+use memslots::backend::kvm::kvm_ioctls::{Kvm, VmFd};
+use memslots::backend::kvm::{KvmBackend, KvmWriter, VcpuGate};
+use memslots::{Config, Flags, GuestRam, Memslots, SlotKey, Writer, PAGE_SIZE};
+
+/// Slots already in the VM besides the one that moves.
+const EXISTING: [u16; 4] = [1, 509, 4096, 32000];
+/// The moving slot's two places, above every other slot.
+const PLACES: [u64; 2] = [0x4000_0000, 0x5000_0000];
+const MOVING: u16 = 32100;
+
+fn config() -> Config {
+    Config { address_spaces: 1, max_slots: 32764, max_total_pages: u64::MAX }
+}
+
+/// The crate's VM: `existing` slots at gfn `0..existing`, the moving slot
+/// at `PLACES[0]`.
+fn through_crate(kvm: &Kvm, existing: u16) -> (Memslots, Writer<KvmBackend>) {
+    let slots = Memslots::new(config()).unwrap();
+    let backend = KvmBackend::new(kvm.create_vm().unwrap(), config()).unwrap().with_gate(VcpuGate::new().unwrap());
+    let mut writer = slots.writer_with(backend).unwrap();
+    let rams: Vec<_> = (0..existing).map(|_| writer.backend_mut().guest_ram(PAGE_SIZE as usize).unwrap()).collect();
+    let mut batch = writer.batch();
+    for (id, ram) in rams.into_iter().enumerate() {
+        batch.create_owned(SlotKey { id: id as u16, as_id: 0 }, id as u64, Flags::empty(), ram);
+    }
+    batch.commit().unwrap();
+    let ram = writer.backend_mut().guest_ram(PAGE_SIZE as usize).unwrap();
+    writer.create_ram(SlotKey { id: MOVING, as_id: 0 }, PLACES[0] >> 12, Flags::empty(), ram).unwrap();
+    (slots, writer)
+}
+
+/// The bare VM: the same slots, made with the ioctl, over one mapping.
+struct Bare {
+    vm: VmFd,
+    _memory: GuestRam,
+    moving: kvm_userspace_memory_region,
+}
+
+fn bare(kvm: &Kvm, existing: u16) -> Bare {
+    let vm = kvm.create_vm().unwrap();
+    let memory = GuestRam::new((usize::from(existing) + 1) * PAGE_SIZE as usize).unwrap();
+    let region = |slot: u32, gpa: u64, index: u64| kvm_userspace_memory_region {
+        slot,
+        flags: 0,
+        guest_phys_addr: gpa,
+        memory_size: PAGE_SIZE,
+        userspace_addr: memory.as_ptr() as u64 + index * PAGE_SIZE,
+    };
+    for id in 0..u64::from(existing) {
+        // SAFETY: the page is in `memory`, which outlives the VM (`Bare`
+        // drops `vm` first).
+        unsafe { vm.set_user_memory_region(region(id as u32, id * PAGE_SIZE, id)).unwrap() };
+    }
+    let moving = region(u32::from(MOVING), PLACES[0], u64::from(existing));
+    // SAFETY: as above.
+    unsafe { vm.set_user_memory_region(moving).unwrap() };
+    Bare { vm, _memory: memory, moving }
+}
+
+fn moves(c: &mut Criterion) {
+    let Ok(kvm) = Kvm::new() else {
+        println!("kvm bench skipped: /dev/kvm unavailable");
+        return;
+    };
+    let mut group = c.benchmark_group("kvm_move");
+    group.sample_size(30).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+    for existing in EXISTING {
+        {
+            let mut bare = bare(&kvm, existing);
+            let mut at = 0;
+            group.bench_with_input(BenchmarkId::new("bare_ioctl", existing), &existing, |b, _| {
+                b.iter(|| {
+                    at ^= 1;
+                    bare.moving.guest_phys_addr = PLACES[at];
+                    // SAFETY: the same memory as when the slot was made.
+                    unsafe { bare.vm.set_user_memory_region(black_box(bare.moving)).unwrap() };
+                })
+            });
+        }
+        {
+            let (slots, mut writer) = through_crate(&kvm, existing);
+            let _vcpu_reader = slots.reader();
+            let key = SlotKey { id: MOVING, as_id: 0 };
+            let mut at = 0;
+            group.bench_with_input(BenchmarkId::new("crate", existing), &existing, |b, _| {
+                b.iter(|| {
+                    at ^= 1;
+                    writer.move_to(key, black_box(PLACES[at] >> 12)).unwrap();
+                })
+            });
+            assert_eq!(writer.backend().kernel_slots().count(), usize::from(existing) + 1);
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, moves);
+criterion_main!(benches);
