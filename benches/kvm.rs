@@ -11,6 +11,9 @@
 //! reader registered. The other slots are one page each, over their own
 //! memory, at distinct addresses, in both VMs.
 //!
+//! `crate_without_kvm` is the same move in the same map with no backend:
+//! the crate's own share.
+//!
 //! Without `/dev/kvm` it prints one line and measures nothing.
 //!
 //! ```text
@@ -24,13 +27,17 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use memslots::backend::kvm::kvm_bindings::kvm_userspace_memory_region;
 use memslots::backend::kvm::kvm_ioctls::{Kvm, VmFd};
 use memslots::backend::kvm::{KvmBackend, KvmWriter, VcpuGate};
-use memslots::{Config, Flags, GuestRam, Memslots, SlotKey, Writer, PAGE_SIZE};
+use memslots::{Config, Flags, GuestRam, Memslots, Region, SlotKey, Writer, PAGE_SIZE};
 
 /// Slots already in the VM besides the one that moves.
 const EXISTING: [u16; 4] = [1, 509, 4096, 32000];
 /// The moving slot's two places, above every other slot.
 const PLACES: [u64; 2] = [0x4000_0000, 0x5000_0000];
 const MOVING: u16 = 32100;
+
+fn region0() -> Region {
+    Region { id: 0, as_id: 0, base_gfn: 0, npages: 1, hva: 0, flags: Flags::empty() }
+}
 
 fn config() -> Config {
     Config { address_spaces: 1, max_slots: 32764, max_total_pages: u64::MAX }
@@ -87,7 +94,7 @@ fn moves(c: &mut Criterion) {
         return;
     };
     let mut group = c.benchmark_group("kvm_move");
-    group.sample_size(30).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+    group.sample_size(50).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(4));
     for existing in EXISTING {
         {
             let mut bare = bare(&kvm, existing);
@@ -113,6 +120,27 @@ fn moves(c: &mut Criterion) {
                 })
             });
             assert_eq!(writer.backend().kernel_slots().count(), usize::from(existing) + 1);
+        }
+        {
+            // The crate's own share: the same map and move, no backend.
+            let slots = Memslots::new(config()).unwrap();
+            let mut writer = slots.writer().unwrap();
+            let mut batch = writer.batch();
+            for id in 0..existing {
+                let hva = 0x1000_0000_0000 + (u64::from(id) << 21);
+                batch.create(Region { id, as_id: 0, base_gfn: u64::from(id), npages: 1, hva, flags: Flags::empty() });
+            }
+            let moving = Region { id: MOVING, base_gfn: PLACES[0] >> 12, hva: 0x2000_0000_0000, ..region0() };
+            batch.create(moving);
+            batch.commit().unwrap();
+            let _vcpu_reader = slots.reader();
+            let mut at = 0;
+            group.bench_with_input(BenchmarkId::new("crate_without_kvm", existing), &existing, |b, _| {
+                b.iter(|| {
+                    at ^= 1;
+                    writer.move_to(moving.key(), black_box(PLACES[at] >> 12)).unwrap();
+                })
+            });
         }
     }
     group.finish();

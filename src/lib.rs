@@ -35,6 +35,20 @@
 //! blocking call, nor on the writer's thread. How the writer waits for views
 //! to end is a [`Wait`] strategy the embedder may choose.
 //!
+//! # Guest memory
+//!
+//! A slot made with [`Writer::create_owned`] (crate-owned [`GuestRam`], with
+//! `std`) or [`Writer::create_raw`] (memory the embedder mapped) can be read
+//! and written through a view: [`View::read`], [`View::write`],
+//! [`View::read_obj`], [`View::write_obj`], across pages and slots, marking
+//! dirty logs. Guest memory can change under the host at any time, so the
+//! crate never makes Rust references into it: accesses of up to 8 bytes are
+//! naturally aligned volatile loads and stores (an aligned `u64` is one
+//! access, as the guest's own would be), larger ones use
+//! `copy_nonoverlapping`, which may tear as it does between two vCPUs.
+//! [`View::range`] gives a handle that outlives the view, for blocking I/O;
+//! [`GpaCache`] keeps a translation between views.
+//!
 //! # When host memory may be unmapped
 //!
 //! Once [`Writer::delete`] of a slot (or a [`Writer::move_to`] that leaves a

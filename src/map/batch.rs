@@ -28,7 +28,10 @@ pub(crate) enum Op {
 /// Operations follow the rules of the single calls, checked against the
 /// state as it evolves inside the batch: an operation may reuse the id an
 /// earlier one deleted, or move a slot into a range an earlier one freed;
-/// two operations of the batch may not overlap each other.
+/// two operations of the batch may not overlap each other. Operations on one
+/// slot that cancel out publish nothing for it: a slot whose logging is
+/// turned off and on again keeps its dirty log then, while the same with a
+/// move in between starts the log afresh, as the same single calls would.
 ///
 /// ```
 /// use memslots::{Config, Flags, Memslots, Region, SlotKey};

@@ -240,7 +240,7 @@ pub(crate) fn owned_region(key: SlotKey, base_gfn: Gfn, flags: Flags, ram: Arc<c
         as_id: key.as_id,
         base_gfn,
         npages: ram.len() as u64 >> crate::PAGE_SHIFT,
-        hva: ram.as_ptr() as u64,
+        hva: ram.as_ptr().expose_provenance() as u64,
         flags,
     };
     (region, Backing::Owned(ram))

@@ -3,7 +3,7 @@
 
 use core::fmt;
 
-use crate::addr::{Gfn, GFN_LIMIT, PAGE_SHIFT};
+use crate::addr::{Gfn, PAGE_SHIFT};
 use crate::map::{Flags, Slot, View};
 use crate::memory::copy;
 
@@ -22,7 +22,11 @@ pub enum AccessFailure {
     /// ([`Writer::create`](crate::Writer::create)); the crate cannot reach
     /// its memory.
     NoHostMemory,
-    /// The access runs past the top of the guest physical address space.
+    /// The access runs past the end of a [`GuestRange`](crate::GuestRange)
+    /// or [`GpaCache`](crate::GpaCache) range, or a cached range past the
+    /// top of the guest address space. (The top page of the guest address
+    /// space can never be in a slot, so a [`View::read`] running off the
+    /// top stops there with [`AccessFailure::NotMapped`].)
     PastEnd,
 }
 
@@ -87,8 +91,10 @@ impl<'r> View<'r> {
         let left = (slot.npages() << PAGE_SHIFT) - offset;
         let len = usize::try_from(left).map_or(len, |left| left.min(len));
         // The host range of a slot with memory is mapped (the backing's
-        // rules), so `hva + offset` is an address in it.
-        let host = (slot.hva() + offset) as usize as *mut u8;
+        // rules), so `hva + offset` is an address in it; its provenance was
+        // exposed when the address was taken (`GuestRam::as_ptr`, or the
+        // embedder's mapping for `create_raw`).
+        let host = core::ptr::with_exposed_provenance_mut((slot.hva() + offset) as usize);
         Ok(Segment { slot, host, offset, len })
     }
 
@@ -106,9 +112,9 @@ impl<'r> View<'r> {
         }
         let mut done = 0;
         while done < len {
-            let at = gpa.checked_add(done as u64).filter(|at| at >> PAGE_SHIFT < GFN_LIMIT);
-            let fail = |failure| AccessError { gpa: gpa.wrapping_add(done as u64), done, failure };
-            let at = at.ok_or_else(|| fail(AccessFailure::PastEnd))?;
+            // No wrap: each earlier segment ended inside a slot, below 2^64.
+            let at = gpa + done as u64;
+            let fail = |failure| AccessError { gpa: at, done, failure };
             let segment = self.segment(at, len - done, write).map_err(fail)?;
             each(&segment, done);
             done += segment.len;

@@ -93,9 +93,9 @@ impl View<'_> {
         if now.is_none() || cache.valid_in != now {
             let segment = self.segment(cache.gpa, cache.len, false).ok().filter(|s| s.len == cache.len);
             cache.fast = segment.map(|segment| Resolved {
-                host: segment.host as usize,
+                host: segment.host.expose_provenance(),
                 writable: !segment.slot.flags().contains(Flags::READONLY),
-                dirty: segment.slot.dirty_log().map_or(0, |log| &**log as *const DirtyBitmap as usize),
+                dirty: segment.slot.dirty_log().map_or(0, |log| (&**log as *const DirtyBitmap).expose_provenance()),
                 slot_offset: segment.offset,
             });
             cache.valid_in = now;
@@ -115,7 +115,7 @@ impl View<'_> {
             // SAFETY: resolved in this view's generation, so the slot is in
             // the viewed set and its memory mapped while the view lives; the
             // request lies inside the range (checked).
-            Some(fast) => unsafe { copy::from_guest((fast.host + offset) as *const u8, buf) },
+            Some(fast) => unsafe { copy::from_guest(core::ptr::with_exposed_provenance(fast.host + offset), buf) },
             None => return self.read(gpa, buf),
         }
         Ok(())
@@ -132,12 +132,12 @@ impl View<'_> {
             return self.write(gpa, buf);
         };
         // SAFETY: as in `read_cached`; the slot is writable.
-        unsafe { copy::to_guest((fast.host + offset) as *mut u8, buf) };
+        unsafe { copy::to_guest(core::ptr::with_exposed_provenance_mut(fast.host + offset), buf) };
         if fast.dirty != 0 {
             // SAFETY: the dirty log of a slot in the viewed set, which the
             // slot keeps alive while the view lives (resolved in this
             // generation).
-            let log = unsafe { &*(fast.dirty as *const DirtyBitmap) };
+            let log = unsafe { &*core::ptr::with_exposed_provenance::<DirtyBitmap>(fast.dirty) };
             let start = fast.slot_offset + offset as u64;
             let (first, last) = (start >> PAGE_SHIFT, (start + buf.len() as u64 - 1) >> PAGE_SHIFT);
             log.mark(first, last - first + 1);
