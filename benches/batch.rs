@@ -65,41 +65,43 @@ fn worked(slots: u16) -> Vec<u16> {
     (0..u32::from(OPS)).map(|j| (j * total / u32::from(OPS)) as u16).collect()
 }
 
+/// `ids` move to free space and back: 1000 single calls, then one batch.
+fn bench_moves(c: &mut Criterion, name: &str, existing: u16, slots: &Memslots, w: &mut Writer, ids: &[u16]) {
+    let target = |id: u16, out: bool| if out { HIGH + u64::from(id) * NPAGES } else { u64::from(id) * NPAGES };
+    // Go on from where the slots are.
+    let mut out = slots.reader().pin().slot_by_id(ids[0]).map(|s| s.base_gfn()) == Some(0);
+    let mut group = c.benchmark_group(name);
+    group.bench_function(BenchmarkId::new("1000 single", existing), |b| {
+        b.iter(|| {
+            for &id in ids {
+                black_box(w.move_to(key(id), target(id, out)).expect("move"));
+            }
+            out = !out;
+        })
+    });
+    group.bench_function(BenchmarkId::new("one 1000-op batch", existing), |b| {
+        b.iter(|| {
+            let mut batch = w.batch();
+            for &id in ids {
+                batch.move_to(key(id), target(id, out));
+            }
+            black_box(batch.commit().expect("moves"));
+            out = !out;
+        })
+    });
+    group.finish();
+}
+
 fn compare(c: &mut Criterion) {
     for existing in [509u16, 32764] {
         // moves and flags work on OPS of the map's slots: the others are the
         // `existing` ones.
         let total = existing + OPS;
 
-        let mut group = c.benchmark_group("moves");
         let (slots, mut w) = map(total);
         let ids = worked(total);
-        let target = |id: u16, out: bool| if out { HIGH + u64::from(id) * NPAGES } else { u64::from(id) * NPAGES };
-        group.bench_function(BenchmarkId::new("1000 single", existing), |b| {
-            let mut out = true;
-            b.iter(|| {
-                for &id in &ids {
-                    black_box(w.move_to(key(id), target(id, out)).expect("move"));
-                }
-                out = !out;
-            })
-        });
+        bench_moves(c, "moves", existing, &slots, &mut w, &ids);
         assert_eq!(slots.slot_objects(), usize::from(total));
-        group.bench_function(BenchmarkId::new("one 1000-op batch", existing), |b| {
-            // Continue from where the singles left the slots.
-            let mut out = slots.reader().pin().slot_by_id(ids[0]).map(|s| s.base_gfn()) == Some(0);
-            b.iter(|| {
-                let mut batch = w.batch();
-                for &id in &ids {
-                    batch.move_to(key(id), target(id, out));
-                }
-                black_box(batch.commit().expect("moves"));
-                out = !out;
-            })
-        });
-        group.finish();
-
-        let mut group = c.benchmark_group("moves_with_reader");
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let busy = {
             let (stop, reader) = (stop.clone(), slots.reader());
@@ -111,28 +113,9 @@ fn compare(c: &mut Criterion) {
                 }
             })
         };
-        let mut out = slots.reader().pin().slot_by_id(ids[0]).map(|s| s.base_gfn()) == Some(0);
-        group.bench_function(BenchmarkId::new("1000 single", existing), |b| {
-            b.iter(|| {
-                for &id in &ids {
-                    black_box(w.move_to(key(id), target(id, out)).expect("move"));
-                }
-                out = !out;
-            })
-        });
-        group.bench_function(BenchmarkId::new("one 1000-op batch", existing), |b| {
-            b.iter(|| {
-                let mut batch = w.batch();
-                for &id in &ids {
-                    batch.move_to(key(id), target(id, out));
-                }
-                black_box(batch.commit().expect("moves"));
-                out = !out;
-            })
-        });
+        bench_moves(c, "moves_with_reader", existing, &slots, &mut w, &ids);
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         busy.join().expect("reader thread");
-        group.finish();
 
         let mut group = c.benchmark_group("flags");
         let flags = |on: bool| if on { Flags::LOG_DIRTY_PAGES } else { Flags::empty() };

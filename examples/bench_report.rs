@@ -422,6 +422,7 @@ fn full_report() {
         .unwrap();
     writeln!(md, "Medians; every implementation measured in the same run on the same layouts: N slots of 1..16 pages after gaps of 0..3 pages.\n").unwrap();
 
+    pin_section(&mut md);
     lookup_section(&mut md);
     build_section(&mut md);
     change_section(&mut md);
@@ -430,6 +431,25 @@ fn full_report() {
     writeln!(md, "\nReport run time: {:.0} s.", started.elapsed().as_secs_f64()).unwrap();
     std::fs::write(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/benchmarks.md"), &md).unwrap();
     println!("{md}");
+}
+
+/// Pin and unpin alone, one thread, against the figures measured with
+/// crossbeam-epoch before (docs/readers-before.md).
+fn pin_section(md: &mut String) {
+    eprintln!("pins ...");
+    writeln!(md, "## Taking and dropping a view, one thread (ns)\n").unwrap();
+    writeln!(md, "| reader | now | with crossbeam-epoch (3b6bbf4, criterion, docs/readers-before.md) |").unwrap();
+    writeln!(md, "| --- | --- | --- |").unwrap();
+    let slots = build_memslots(&layout(509));
+    for (kind, reader, before) in [("vCPU", slots.reader(), 6.73), ("device", slots.device_reader(), 6.72)] {
+        let ns = time_lookups(|| {
+            for _ in 0..BATCH {
+                drop(black_box(reader.pin()));
+            }
+        });
+        writeln!(md, "| {kind} | {ns:.1} | {before:.1} |").unwrap();
+    }
+    writeln!(md).unwrap();
 }
 
 fn lookup_section(md: &mut String) {

@@ -3,6 +3,9 @@
 //! across flag changes, moves, `mark_page_dirty`, `clear_dirty_log` and
 //! `peek_dirty_log`.
 
+mod common;
+
+use common::rng::Rng;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -17,28 +20,6 @@ const KEY: SlotKey = SlotKey { id: 0, as_id: 0 };
 const BASE: u64 = 0x100;
 /// Writer threads, each with its own vCPU reader.
 const THREADS: u64 = 3;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn shuffle<T>(&mut self, v: &mut [T]) {
-        for i in (1..v.len()).rev() {
-            v.swap(i, self.below(i as u64 + 1) as usize);
-        }
-    }
-}
 
 fn config() -> Config {
     Config { address_spaces: 1, max_slots: 8, max_total_pages: u64::MAX }

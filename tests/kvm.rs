@@ -891,16 +891,20 @@ fn smram_guest(vm: VmFd, config: Config) {
     // it, forever.
     #[rustfmt::skip]
     let normal = [
-        0x67, 0x66, 0xa1, 0x00, 0x81, 0x03, 0x00, // mov eax, [dword 0x38100]
-        0x66, 0xe7, 0x10,                         // out 0x10, eax
-        0xeb, 0xf4,                               // jmp back
+        0xb8, 0x00, 0x38,       // mov ax, 0x3800
+        0x8e, 0xd8,             // mov ds, ax
+        0x66, 0xa1, 0x00, 0x01, // 1: mov eax, [0x100] (0x38100)
+        0x66, 0xe7, 0x10,       // out 0x10, eax
+        0xeb, 0xf7,             // jmp 1b
     ];
     // SMI handler at 0x38000 in SMRAM: report the same dword, then rsm.
     #[rustfmt::skip]
     let handler = [
-        0x67, 0x66, 0xa1, 0x00, 0x81, 0x03, 0x00, // mov eax, [dword 0x38100]
-        0x66, 0xe7, 0x11,                         // out 0x11, eax
-        0x0f, 0xaa,                               // rsm
+        0xb8, 0x00, 0x38,       // mov ax, 0x3800
+        0x8e, 0xd8,             // mov ds, ax
+        0x66, 0xa1, 0x00, 0x01, // mov eax, [0x100] (0x38100)
+        0x66, 0xe7, 0x11,       // out 0x11, eax
+        0x0f, 0xaa,             // rsm
     ];
     let reader = slots.device_reader();
     Vcpu::load(&reader.pin(), &normal, 0x1000).unwrap();
@@ -915,4 +919,92 @@ fn smram_guest(vm: VmFd, config: Config) {
     assert_eq!(next_exit(&mut vcpu), Exit::IoOut { port: 0x11, size: 4, data: 0x5353 });
     assert_eq!(next_exit(&mut vcpu), Exit::IoOut { port: 0x10, size: 4, data: 0xaaaa });
     println!("SMRAM in address space 1: read only in SMM");
+}
+
+/// The smallest guest: real mode, 16-bit code at 0x1000.
+#[test]
+fn real_mode_guest() {
+    let Some(kvm) = kvm() else { return };
+    let vm = kvm.create_vm().unwrap();
+    let slots = Memslots::new(config(8)).unwrap();
+    let backend = KvmBackend::new(vm, config(8)).unwrap();
+    let mut vcpu = Vcpu::new(backend.vm(), 0).unwrap();
+    let mut writer = slots.writer_with(backend).unwrap();
+    let ram = writer.backend_mut().guest_ram(0x10_0000).unwrap();
+    writer.create_ram(key(0), 0, Flags::empty(), ram).unwrap();
+    #[rustfmt::skip]
+    let code = [
+        0x66, 0xa1, 0x00, 0x81, // mov eax, [0x8100]
+        0x66, 0xe7, 0x10,       // out 0x10, eax
+        0xe4, 0x20,             // in al, 0x20
+        0xe6, 0x21,             // out 0x21, al
+        0xf4,                   // hlt
+    ];
+    let reader = slots.device_reader();
+    Vcpu::load(&reader.pin(), &code, 0x1000).unwrap();
+    reader.pin().write_obj(0x8100, 0xcafe_f00du32).unwrap();
+    vcpu.setup_real_mode(0x1000).unwrap();
+    assert_eq!(next_exit(&mut vcpu), Exit::IoOut { port: 0x10, size: 4, data: 0xcafe_f00d });
+    assert_eq!(next_exit(&mut vcpu), Exit::IoIn { port: 0x20, size: 1 });
+    vcpu.respond(0x5a);
+    assert_eq!(next_exit(&mut vcpu), Exit::IoOut { port: 0x21, size: 1, data: 0x5a });
+    assert_eq!(next_exit(&mut vcpu), Exit::Hlt);
+}
+
+/// Only memory the crate owns reaches the kernel: a slot made from a host
+/// address number alone, or over RAM the backend was not told of, is
+/// refused (`EFAULT`) and changes nothing on either side.
+#[test]
+fn slots_without_owned_memory_are_refused() {
+    let Some(kvm) = kvm() else { return };
+    let mut guest = Guest::new(&kvm, true);
+    let before = (guest.slots.reader().pin().slots().count(), guest.writer.backend().kernel_slots().count());
+    let address_only =
+        Region { id: 1, as_id: 0, base_gfn: 0x400, npages: 1, hva: 0x7f00_0000_0000, flags: Flags::empty() };
+    let error = guest.writer.create(address_only).unwrap_err();
+    assert_eq!(error, Error::Backend { code: libc::EFAULT });
+    let stranger = Arc::new(GuestRam::new(PAGE_SIZE as usize).unwrap());
+    let error = guest.writer.create_owned(key(1), 0x400, Flags::empty(), stranger.clone()).unwrap_err();
+    assert_eq!(error, Error::Backend { code: libc::EFAULT });
+    let after = (guest.slots.reader().pin().slots().count(), guest.writer.backend().kernel_slots().count());
+    assert_eq!(before, after);
+    assert_eq!(guest.writer.backend().stats().refused, 0, "no ioctl was made");
+    // Once admitted, the same RAM is taken.
+    guest.writer.create_ram(key(1), 0x400, Flags::empty(), stranger).unwrap();
+    assert!(!guest.gate.as_ref().unwrap().is_held());
+}
+
+/// A batch whose moves chain (B leaves, A takes B's old place): the crate
+/// accepts it in batch order, but the backend hears the moves by slot key,
+/// and the kernel has no multi-slot ioctl. Either the kernel gets them in
+/// an order it takes and the guest sees the new layout, or it refuses one
+/// (`EEXIST`) and both sides stay as they were.
+#[test]
+fn chained_moves_in_one_batch() {
+    let Some(kvm) = kvm() else { return };
+    let mut guest = Guest::new(&kvm, true);
+    let (a, b, free) = (0x40_0000u64, 0x50_0000u64, 0x60_0000u64);
+    guest.slot(1, a, 1, Flags::empty());
+    guest.slot(2, b, 1, Flags::empty());
+    guest.write(a, &0xaaaa_aaaau32.to_le_bytes());
+    guest.write(b, &0xbbbb_bbbbu32.to_le_bytes());
+    let mut batch = guest.writer.batch();
+    batch.move_to(key(2), free >> 12).move_to(key(1), b >> 12);
+    let result = batch.commit();
+    start(&mut guest.vcpu, PAIR, b, free, 0);
+    let (first, second) = (next_exit(&mut guest.vcpu), next_exit(&mut guest.vcpu));
+    match result {
+        Ok(_) => {
+            assert_eq!(first, Exit::IoOut { port: 0x10, size: 4, data: 0xaaaa_aaaa });
+            assert_eq!(second, Exit::IoOut { port: 0x11, size: 4, data: 0xbbbb_bbbb });
+            println!("chained moves: applied in an order the kernel takes");
+        }
+        Err(error) => {
+            assert_eq!(error.error, Error::Backend { code: libc::EEXIST });
+            // B is still at its place, nothing at the free one.
+            assert_eq!(first, Exit::MmioRead { addr: free, len: 4 });
+            assert_eq!(second, Exit::IoOut { port: 0x10, size: 4, data: 0xbbbb_bbbb });
+            println!("chained moves: refused by the kernel in key order ({}), nothing changed", error.error);
+        }
+    }
 }

@@ -11,6 +11,9 @@
 //! writer makes a few incarnations only; miri then also checks that no access
 //! races with the free of the RAM.
 
+mod common;
+
+use common::rng::Rng;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -45,22 +48,6 @@ fn incarnation(n: u64) -> Arc<GuestRam> {
     // page lies inside it.
     unsafe { std::ptr::write_bytes(ram.as_ptr().add((TAG_PAGE * PAGE) as usize), tag(n), PAGE as usize) };
     Arc::new(ram)
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 /// What one reader checked.

@@ -9,6 +9,7 @@
 
 mod common;
 
+use common::rng::Rng;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::time::{Duration, Instant};
@@ -21,21 +22,6 @@ const STATIC: [(u16, u64, u64); 2] = [(0, 0x0, 0x100), (1, 0x1000, 0x400)];
 /// Dynamic slots churn in this gfn window.
 const WINDOW: std::ops::Range<u64> = 0x10_000..0x10_400;
 const DYNAMIC_IDS: std::ops::Range<u16> = 10..26;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 fn hva_of(key: SlotKey) -> u64 {
     0x7000_0000_0000 + (u64::from(key.as_id) << 40) + (u64::from(key.id) << 28)

@@ -1,6 +1,6 @@
 //! (a) Sequences of writer operations on one to three address spaces, valid
-//! and invalid, against the reference model; after every operation every
-//! query must agree.
+//! and invalid, single calls and batches (committed or refused), against the
+//! reference model; after every operation every query must agree.
 
 #![no_main]
 
@@ -8,7 +8,7 @@ use libfuzzer_sys::fuzz_target;
 use memslots::{Config, Memslots};
 use memslots_fuzz::agree::{apply, check};
 use memslots_fuzz::model::Model;
-use memslots_fuzz::{op, probes, HVA};
+use memslots_fuzz::{probes, step, HVA};
 
 fuzz_target!(|data: &[u8]| {
     let mut u = arbitrary::Unstructured::new(data);
@@ -24,7 +24,7 @@ fuzz_target!(|data: &[u8]| {
         if u.is_empty() {
             return;
         }
-        let Ok(op) = op(&mut u, address_spaces) else { return };
+        let Ok(op) = step(&mut u, address_spaces, &m) else { return };
         apply(&mut w, &mut m, &op).unwrap();
         check(&slots, &mut readers, &m, &probes, HVA).unwrap();
     }

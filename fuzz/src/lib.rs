@@ -12,7 +12,8 @@ pub mod zap_model;
 use arbitrary::{Result, Unstructured};
 use memslots::{Flags, Region, SlotKey, UserMemoryRegion, GFN_LIMIT, MAX_SLOT_PAGES};
 
-use agree::Op;
+use agree::{batch_ops, Item, Op};
+use model::Model;
 
 /// Host addresses of the generated slots: few of them, so hva ranges overlap.
 pub const HVA: u64 = 0x10_0000_0000;
@@ -106,6 +107,84 @@ pub fn op(u: &mut Unstructured, address_spaces: u16) -> Result<Op> {
             })
         }
     })
+}
+
+/// A slot position for the items of a batch (taken modulo the slot count).
+fn pick(u: &mut Unstructured) -> Result<usize> {
+    u.int_in_range(0..=7)
+}
+
+/// Mostly a gfn where a small slot fits, sometimes any of [`gfn`].
+pub fn near_gfn(u: &mut Unstructured) -> Result<u64> {
+    Ok(if u.int_in_range(0..=6u8)? == 0 { gfn(u)? } else { u.int_in_range(0..=299)? })
+}
+
+/// Flags to toggle: mostly `LOG_DIRTY_PAGES` or none, sometimes
+/// `READONLY` too (refused).
+fn toggle(u: &mut Unstructured) -> Result<Flags> {
+    Ok(match u.int_in_range(0..=8u8)? {
+        0..=5 => Flags::LOG_DIRTY_PAGES,
+        6..=7 => Flags::empty(),
+        _ => flags(u)?,
+    })
+}
+
+/// A create that passes on its own unless it meets another slot (or the
+/// address space is the one past the last).
+pub fn fair_region(u: &mut Unstructured, address_spaces: u16) -> Result<Region> {
+    Ok(Region {
+        id: u.int_in_range(0..=7)?,
+        as_id: if u.int_in_range(0..=9u8)? == 0 { address_spaces } else { u.int_in_range(0..=address_spaces - 1)? },
+        base_gfn: u.int_in_range(0..=299)?,
+        npages: u.int_in_range(1..=63)?,
+        hva: hva(u)?,
+        flags: flags(u)?,
+    })
+}
+
+/// One entry of a batch: creates that mostly pass and any operation;
+/// deletes, moves, flag changes and raw calls on existing slots; and pairs
+/// that reuse an id, cancel out, fill a freed range or overlap.
+pub fn item(u: &mut Unstructured, address_spaces: u16) -> Result<Item> {
+    Ok(match u.int_in_range(0..=28u8)? {
+        0..=4 => Item::Op(Op::Create(fair_region(u, address_spaces)?)),
+        5..=8 => Item::Op(op(u, address_spaces)?),
+        9..=10 => Item::Delete(pick(u)?),
+        11..=13 => Item::Move(pick(u)?, near_gfn(u)?),
+        14..=15 => Item::ToggleFlags(pick(u)?, toggle(u)?),
+        16..=17 => Item::Raw(pick(u)?, if u.int_in_range(0..=4u8)? == 0 { None } else { Some(near_gfn(u)?) }),
+        18..=19 => Item::Reuse {
+            pick: pick(u)?,
+            shift: if u.int_in_range(0..=3u8)? == 0 { u.int_in_range(0..=79)? } else { 0 },
+            hva: if u.int_in_range(0..=2u8)? == 0 { Some(hva(u)?) } else { None },
+            npages: if u.int_in_range(0..=2u8)? == 0 { Some(npages(u)?) } else { None },
+        },
+        20..=21 => Item::MoveBack { pick: pick(u)?, gfn: near_gfn(u)? },
+        22 => Item::FlagsBack { pick: pick(u)?, toggle: toggle(u)? },
+        23 => Item::CreateDelete(fair_region(u, address_spaces)?),
+        24..=26 => Item::Fill {
+            from: pick(u)?,
+            away: if u.arbitrary()? { Some(near_gfn(u)?) } else { None },
+            into: if u.int_in_range(0..=2u8)? == 0 { None } else { Some(pick(u)?) },
+            id: u.int_in_range(0..=9)?,
+        },
+        _ => Item::Overlap {
+            region: fair_region(u, address_spaces)?,
+            id: u.int_in_range(0..=9)?,
+            shift: u.int_in_range(0..=79)?,
+        },
+    })
+}
+
+/// Any writer request on the state of `m`: mostly a single call, else a
+/// batch of up to 8 operations (sometimes none) built from up to 7 items.
+pub fn step(u: &mut Unstructured, address_spaces: u16, m: &Model) -> Result<Op> {
+    if u.int_in_range(0..=3u8)? != 0 {
+        return op(u, address_spaces);
+    }
+    let n = if u.int_in_range(0..=12u8)? == 0 { 0 } else { u.int_in_range(1..=7)? };
+    let items = (0..n).map(|_| item(u, address_spaces)).collect::<Result<Vec<Item>>>()?;
+    Ok(Op::Batch(batch_ops(m, &items, 8)))
 }
 
 /// Range probes `(start gfn, length)` for `agree::check`: mostly where the

@@ -2,6 +2,7 @@
 
 pub mod agree;
 pub mod model;
+pub mod rng;
 pub mod zap_model;
 
 use proptest::test_runner::Config;

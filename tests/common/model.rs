@@ -5,6 +5,8 @@
 
 use memslots::{Change, Config, Error, Flags, Region, SlotKey, UserMemoryRegion, GFN_LIMIT, MAX_SLOT_PAGES};
 
+use super::agree::Op;
+
 const PAGE: u64 = 4096;
 
 #[derive(Clone, Debug, Default)]
@@ -183,6 +185,40 @@ impl Model {
     pub fn set_flags(&mut self, key: SlotKey, flags: Flags) -> Result<Change, Error> {
         let old = self.existing(key)?;
         self.apply(&Region { flags, ..old })
+    }
+
+    /// One single call.
+    ///
+    /// # Panics
+    /// For a batch.
+    pub fn single(&mut self, op: &Op) -> Result<Change, Error> {
+        match *op {
+            Op::Create(r) => self.create(r),
+            Op::Delete(k) => self.delete(k),
+            Op::Move(k, g) => self.move_to(k, g),
+            Op::SetFlags(k, f) => self.set_flags(k, f),
+            Op::SetRegion(r) => self.set_region(r),
+            Op::Batch(_) => panic!("not a single call: {op:?}"),
+        }
+    }
+
+    /// A batch, the simple way: the operations applied one by one to a copy
+    /// of the state by the single-call rules, each to the state the ones
+    /// before left. The first refused one fails the batch with its index and
+    /// leaves the state as it was; otherwise the copy becomes the state.
+    /// Generations are not modelled.
+    ///
+    /// # Panics
+    /// For a nested batch.
+    pub fn batch(&mut self, ops: &[Op]) -> Result<Vec<Change>, (Option<usize>, Error)> {
+        let mut next = self.clone();
+        let changes = ops
+            .iter()
+            .enumerate()
+            .map(|(index, op)| next.single(op).map_err(|error| (Some(index), error)))
+            .collect::<Result<Vec<Change>, _>>()?;
+        *self = next;
+        Ok(changes)
     }
 
     pub fn lookup(&self, as_id: u16, gfn: u64) -> Option<Region> {

@@ -23,9 +23,11 @@ use crate::{Error, Gfn, GuestRam, PAGE_SHIFT};
 ///   [`Backend::abort`] undid the ioctls already made for the same batch:
 ///   both sides are as they were.
 /// - With a [`VcpuGate`] ([`KvmBackend::with_gate`]), the vCPUs are held out
-///   of `KVM_RUN` from the first ioctl of a call or batch until it is
-///   published (the first [`Backend::commit`]) or undone (the last
-///   [`Backend::abort`]), so no vCPU runs on a half-applied batch.
+///   of `KVM_RUN` from before the first ioctl of a call or batch until the
+///   crate has published it too (the first [`Backend::commit`], after the
+///   writer's grace periods) or it is undone (the last [`Backend::abort`]),
+///   so no vCPU runs on a half-applied batch, and none runs while the
+///   kernel's slots and the map's differ.
 ///
 /// # Guest memory
 ///
@@ -45,9 +47,10 @@ use crate::{Error, Gfn, GuestRam, PAGE_SHIFT};
 /// The writer hands the changes over as deletes, then moves, then flag
 /// changes, then creates, each kind by slot key; the backend applies them
 /// in that order. Deletes before creates means a batch may reuse a freed
-/// range. Two moves of one batch that land on each other's old range in the
-/// wrong key order are refused by the kernel with `EEXIST` (and the batch is
-/// undone).
+/// range. A move onto the old range of another slot that the same batch
+/// moves away is refused by the kernel with `EEXIST` (and the batch undone)
+/// when the moving-in slot has the lower key: the kernel sees it before the
+/// range is free.
 pub struct KvmBackend {
     // Declared first: dropped before the memory below (after `Drop` has
     // deleted every slot anyway).

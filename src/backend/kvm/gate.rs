@@ -47,6 +47,10 @@ const REKICK: Duration = Duration::from_millis(2);
 ///   waits for readers.
 /// - Leave `kvm_run.immediate_exit` alone while inside `run`; the gate
 ///   clears it after a kick of its own.
+///
+/// Every hold kicks the running vCPUs, so holds back to back with no pause
+/// starve them: put many slot changes in one batch (one hold) rather than
+/// making them one by one in a tight loop.
 #[derive(Clone)]
 pub struct VcpuGate {
     shared: Arc<Shared>,
@@ -65,6 +69,10 @@ struct Shared {
 struct State {
     /// Nested holds; the gate is open at 0.
     holds: u32,
+    /// vCPUs waiting at the gate (so that a release wakes someone only
+    /// when there is someone: a condition variable's notify is a system
+    /// call even without waiters).
+    waiting: u32,
     /// The vCPUs between entering and leaving `KVM_RUN`.
     running: Vec<Running>,
     next_token: u64,
@@ -159,7 +167,9 @@ impl VcpuGate {
                 state.stats.waited += 1;
             }
             while state.holds > 0 {
+                state.waiting += 1;
                 state = self.shared.open.wait(state).unwrap_or_else(PoisonError::into_inner);
+                state.waiting -= 1;
             }
             let token = state.next_token;
             state.next_token += 1;
@@ -231,7 +241,7 @@ impl VcpuGate {
     pub fn release(&self) {
         let mut state = self.lock();
         state.holds = state.holds.saturating_sub(1);
-        if state.holds == 0 {
+        if state.holds == 0 && state.waiting > 0 {
             self.shared.open.notify_all();
         }
     }
