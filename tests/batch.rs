@@ -1099,11 +1099,13 @@ fn atomic_under_readers(sc: Scenario) {
             let _ = wtx.send(Ok(batches));
         });
     }
-    let deadline = run + Duration::from_secs(30);
+    // Generous: miri runs thousands of times slower.
+    let patience = Duration::from_secs(if cfg!(miri) { 3600 } else { 30 });
+    let deadline = run + patience;
     let batches = wrx.recv_timeout(deadline).expect("the writer finishes in time").expect("the writer's batches");
     let mut total = [0u64; 3];
     for _ in 0..2 {
-        let (vcpu, seen) = rx.recv_timeout(Duration::from_secs(10)).expect("the readers finish in time");
+        let (vcpu, seen) = rx.recv_timeout(patience).expect("the readers finish in time");
         let seen = seen.unwrap_or_else(|e| panic!("{} reader: {e}", if vcpu { "vCPU" } else { "device" }));
         assert!(seen.iter().sum::<u64>() > 0);
         (0..3).for_each(|i| total[i] += seen[i]);

@@ -7,7 +7,11 @@
 //! 1. [`Backend::prepare`] once per net change, after the whole call or
 //!    batch has been validated and before anything is published. The order
 //!    is: every delete, then every move, then every flags change, then every
-//!    create; within a kind, by slot key. If `prepare` refuses a change, the
+//!    create; within a kind, by slot key, except that a move comes after the
+//!    moves that free the range it moves into, so that a backend applying
+//!    the changes one at a time (KVM) never sees two slots overlap. Moves
+//!    that trade places in a cycle keep key order: no such order exists for
+//!    them. If `prepare` refuses a change, the
 //!    writer calls [`Backend::abort`] for every change already prepared in
 //!    this call, in reverse order, publishes nothing, and returns
 //!    [`Error::Backend`](crate::Error::Backend).

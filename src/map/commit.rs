@@ -14,6 +14,7 @@ use alloc::vec::Vec;
 use crate::backend::{Backend, SlotChange};
 use crate::error::Error;
 use crate::map::batch::{BatchError, Op};
+use crate::map::order::backend_order;
 use crate::map::plan::{plan, Change, Plan};
 use crate::map::set::Set;
 use crate::map::shared::Inner;
@@ -146,7 +147,7 @@ impl<'a, B: Backend> Engine<'a, B> {
         }
         let mut order: Vec<(SlotChange, usize)> =
             self.nets.iter().flat_map(|(&key, net)| net.changes(key).map(|change| (change, net.index))).collect();
-        order.sort_by_key(|(change, _)| (kind_rank(change.kind()), change.key));
+        backend_order(&mut order);
         if self.inner.epochs.held_on_this_thread() {
             return Err(self.undo(None, Error::ViewHeldByWriterThread));
         }
@@ -405,16 +406,6 @@ fn address_spaces<'n>(nets: impl Iterator<Item = (&'n SlotKey, &'n Net)>) -> Vec
     ids.sort_unstable();
     ids.dedup();
     ids
-}
-
-/// Backend order: removals before insertions (see `backend` module docs).
-fn kind_rank(kind: Change) -> u8 {
-    match kind {
-        Change::Deleted => 0,
-        Change::Moved => 1,
-        Change::FlagsChanged | Change::Unchanged => 2,
-        Change::Created => 3,
-    }
 }
 
 fn alloc_slot(inner: &Inner, slot: Slot) -> SlotPtr {

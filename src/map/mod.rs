@@ -37,6 +37,7 @@ mod commit;
 mod epoch;
 mod gfn_index;
 mod interval;
+mod order;
 mod plan;
 mod reader;
 mod set;
