@@ -428,6 +428,7 @@ fn full_report() {
     change_section(&mut md);
     churn_section(&mut md);
     memory_section(&mut md);
+    criterion_section(&mut md);
     writeln!(md, "\nReport run time: {:.0} s.", started.elapsed().as_secs_f64()).unwrap();
     std::fs::write(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/benchmarks.md"), &md).unwrap();
     println!("{md}");
@@ -450,6 +451,58 @@ fn pin_section(md: &mut String) {
         writeln!(md, "| {kind} | {ns:.1} | {before:.1} |").unwrap();
     }
     writeln!(md).unwrap();
+}
+
+/// The medians of the criterion benchmarks last run on this machine
+/// (`cargo bench`, and `cargo bench --features kvm --bench kvm` with
+/// `CARGO_TARGET_DIR=target/kvm`), as criterion left them in the target
+/// directories, so that this page holds every figure.
+fn criterion_section(md: &mut String) {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/target");
+    let mut rows = Vec::new();
+    for dir in [format!("{root}/criterion"), format!("{root}/kvm/criterion")] {
+        collect_estimates(std::path::Path::new(&dir), &dir, &mut rows);
+    }
+    if rows.is_empty() {
+        return;
+    }
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    writeln!(md, "## Criterion benchmarks (medians of the last `cargo bench` runs on this machine)\n").unwrap();
+    writeln!(md, "Benches: `readers` (pins, pinned lookups, asymmetric fences), `batch`, `memory` (against vm-memory's `Bytes`), `lookup`, `zap`, and `kvm` (`--features kvm`). Peers in one group ran in the same run.\n").unwrap();
+    writeln!(md, "| benchmark | median |").unwrap();
+    writeln!(md, "| --- | --- |").unwrap();
+    for (id, ns) in rows {
+        let shown = match ns {
+            ns if ns >= 1e6 => format!("{:.2} ms", ns / 1e6),
+            ns if ns >= 1e3 => format!("{:.2} µs", ns / 1e3),
+            ns => format!("{ns:.2} ns"),
+        };
+        writeln!(md, "| {id} | {shown} |").unwrap();
+    }
+    writeln!(md).unwrap();
+}
+
+/// Finds `new/estimates.json` below `dir` and reads its median (ns).
+fn collect_estimates(dir: &std::path::Path, root: &str, rows: &mut Vec<(String, f64)>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.ends_with("report") || path.ends_with("base") || path.ends_with("change") {
+            continue;
+        }
+        if path.ends_with("new") {
+            let Ok(json) = std::fs::read_to_string(path.join("estimates.json")) else { continue };
+            // {"mean":{...},"median":{"confidence_interval":{...},"point_estimate":X,...
+            let median = json.split("\"median\"").nth(1).and_then(|m| m.split("\"point_estimate\":").nth(1));
+            let value = median.and_then(|m| m.split([',', '}']).next()).and_then(|v| v.trim().parse().ok());
+            if let Some(ns) = value {
+                let id = dir.to_string_lossy().trim_start_matches(root).trim_start_matches('/').to_string();
+                rows.push((id, ns));
+            }
+        } else if path.is_dir() {
+            collect_estimates(&path, root, rows);
+        }
+    }
 }
 
 fn lookup_section(md: &mut String) {
