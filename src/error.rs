@@ -115,7 +115,10 @@ pub enum Error {
     },
     /// A writer panicked in the middle of a change (in a backend hook, for
     /// example): readers still see a consistent published layout, but the
-    /// two sets may be out of step, so every writer call is refused.
+    /// two sets may be out of step, so every writer call is refused. The
+    /// slot objects the change had made and not yet put in both sets are
+    /// leaked, not freed: nothing can tell any more which reader may reach
+    /// them.
     Poisoned,
     /// The new guest range overlaps another slot of the same address space.
     Overlap {
