@@ -1,4 +1,4 @@
-//! A short run of the benchmarks (about two minutes) that writes
+//! A short run of the benchmarks (about 25 s) that writes
 //! `docs/benchmarks.md` and `docs/lookup.svg`.
 //!
 //! `cargo run --release --example bench_report`
