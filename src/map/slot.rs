@@ -333,7 +333,7 @@ impl SlotPtr {
 
     /// # Safety
     /// The slot must stay allocated for `'a`: it is reachable from a set the
-    /// caller holds (under a guard, or as the writer).
+    /// caller holds (in a view, or as the writer).
     pub(crate) unsafe fn get<'a>(self) -> &'a Slot {
         // SAFETY: allocated by `alloc` and, per the caller, not freed yet.
         unsafe { self.0.as_ref() }
