@@ -107,9 +107,9 @@ impl<'a, B: Backend> Engine<'a, B> {
 
     /// Runs `f` on the inactive set of `as_id`.
     fn edit<R>(&self, as_id: u16, f: impl FnOnce(&mut Set) -> R) -> R {
-        // SAFETY: invariants 2 and 7: this is the writer, and every swap is
-        // followed by a grace period before the engine edits the set, so no
-        // reader is inside it.
+        // This is the writer, and every swap is followed by a grace period
+        // before the engine edits the set, so no reader is inside it.
+        // SAFETY: invariants 2 and 7.
         let set = unsafe { self.inner.spaces[usize::from(as_id)].inactive() };
         // SAFETY: as above; the reference ends with `f`, and the engine
         // holds no other reference into the set meanwhile.
@@ -201,9 +201,9 @@ impl<'a, B: Backend> Engine<'a, B> {
                 (Some(old), None)
             }
         };
-        // SAFETY: `plan` found `old` in this set and checked that `new`
-        // overlaps nothing but `old`; `new` stays allocated until the batch
-        // frees it, after taking it out of every set (invariant 3).
+        // `plan` found `old` in this set and checked that `new` overlaps
+        // nothing but `old`; the batch frees `new` only out of every set.
+        // SAFETY: `replace`'s contract, as just said (invariants 3 and 6).
         self.edit(key.as_id, |set| unsafe { set.replace(old, new) });
         let net = self.nets.entry(key).or_insert(Net { orig: old, fin: old, index, invalid: None });
         (net.fin, net.index) = (new, index);
@@ -292,9 +292,9 @@ impl<'a, B: Backend> Engine<'a, B> {
         }
         for (key, net) in nets {
             if let Some(new) = to(net) {
-                // SAFETY: live until the batch frees it, after it left every
-                // set; the set's other slots do not overlap it (the state
-                // `to` names was validated or published before).
+                // Live until the batch frees it, after it left every set; the
+                // state `to` names was validated or published before.
+                // SAFETY: `insert`'s contract, as just said (invariant 6).
                 self.edit(key.as_id, |set| unsafe { set.insert(new) });
             }
         }
@@ -346,10 +346,9 @@ impl<'a, B: Backend> Engine<'a, B> {
         self.rewrite(&nets, Net::first_published, |net| net.fin);
         for net in nets.values() {
             for slot in [net.orig, net.invalid].into_iter().flatten() {
-                // SAFETY: invariant 3: the slot left both sets, and the grace
-                // period after the final swap has passed since it was last
-                // reachable; per-vCPU caches are trusted only in the
-                // generation they were filled (invariant 4).
+                // The slot left both sets, and the grace period after the final
+                // swap has passed since it was last reachable.
+                // SAFETY: invariants 3 and 4 (caches hold it only stale).
                 unsafe { free_slot(self.inner, slot) };
             }
         }

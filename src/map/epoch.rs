@@ -311,9 +311,9 @@ impl<'a> Iterator for Entries<'a> {
     type Item = &'a Entry;
 
     fn next(&mut self) -> Option<&'a Entry> {
-        // SAFETY: invariant 8: `next` is null or an entry of the borrowed
-        // `Epochs`, which frees entries only when it drops; `next` fields are
-        // fixed before an entry is published.
+        // `next` is null or an entry of the borrowed `Epochs`, which frees
+        // entries only when it drops; links are fixed before publication.
+        // SAFETY: invariant 8.
         let entry = unsafe { self.next.as_ref() }?;
         self.next = entry.next;
         Some(entry)

@@ -196,9 +196,9 @@ impl<'r> View<'r> {
 
     #[inline]
     fn set(&self) -> &Set {
-        // SAFETY: invariant 2: the writer edits a set only a grace period
-        // after it stopped being active, and that grace period waits for this
-        // view (see `View::new`).
+        // The writer edits a set only a grace period after it stopped being
+        // active, and that grace period waits for this view (`View::new`).
+        // SAFETY: invariant 2.
         unsafe { self.set.deref() }
     }
 
@@ -247,9 +247,9 @@ impl<'r> View<'r> {
     #[inline]
     pub fn gfn_to_slot(&self, gfn: Gfn) -> Option<&Slot> {
         let hit = self.hit(gfn)?;
-        // SAFETY: the hit is from the viewed set (a cached one only in the
-        // generation it was filled, invariant 4), which holds only live slots
-        // (invariant 6) and stays unedited while the view lives (invariant 2).
+        // The hit is from the viewed set (a cached one only in the generation
+        // it was filled in, invariant 4), unedited while the view lives.
+        // SAFETY: invariants 2, 4 and 6 (a set holds only live slots).
         let slot = unsafe { hit.entry.slot.get() };
         slot.touch();
         Some(slot)

@@ -112,9 +112,9 @@ impl View<'_> {
     pub fn read_cached(&self, cache: &mut GpaCache, offset: usize, buf: &mut [u8]) -> Result<(), AccessError> {
         let gpa = cache.check(offset, buf.len())?;
         match self.resolve(cache) {
-            // SAFETY: resolved in this view's generation, so the slot is in
-            // the viewed set and its memory mapped while the view lives; the
-            // request lies inside the range (checked).
+            // Resolved in this view's generation: the slot is in the viewed
+            // set, its memory mapped while the view lives; the request fits.
+            // SAFETY: `from_guest`'s contract, as just said.
             Some(fast) => unsafe { copy::from_guest(core::ptr::with_exposed_provenance(fast.host + offset), buf) },
             None => return self.read(gpa, buf),
         }
@@ -134,9 +134,9 @@ impl View<'_> {
         // SAFETY: as in `read_cached`; the slot is writable.
         unsafe { copy::to_guest(core::ptr::with_exposed_provenance_mut(fast.host + offset), buf) };
         if fast.dirty != 0 {
-            // SAFETY: the dirty log of a slot in the viewed set, which the
-            // slot keeps alive while the view lives (resolved in this
-            // generation).
+            // The dirty log of a slot in the viewed set (resolved in this
+            // generation), which the slot keeps alive while the view lives.
+            // SAFETY: as just said.
             let log = unsafe { &*core::ptr::with_exposed_provenance::<DirtyBitmap>(fast.dirty) };
             let start = fast.slot_offset + offset as u64;
             let (first, last) = (start >> PAGE_SHIFT, (start + buf.len() as u64 - 1) >> PAGE_SHIFT);

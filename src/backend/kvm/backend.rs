@@ -257,12 +257,12 @@ impl KvmBackend {
             userspace_addr: region.hva,
         };
         self.stats.ioctls += 1;
-        // SAFETY: a region with pages is a slot over guest RAM this backend
-        // holds a reference to (`kernel`) from before the kernel has the
-        // slot until after it dropped it (`retired`, released at commit),
-        // so the host range stays mapped for as long as the kernel may
-        // access it; the crate validated that no two slots overlap. A
-        // region of 0 pages deletes and hands the kernel no memory.
+        // A region with pages is a slot over guest RAM this backend holds a
+        // reference to (`kernel`) from before the kernel has the slot until
+        // after it dropped it (`retired`, released at commit); the crate
+        // validated that no two slots overlap; 0 pages hands over no memory.
+        // SAFETY: so the host range stays mapped for as long as the kernel
+        // may access it.
         let result = unsafe { self.vm.set_user_memory_region(mem) }.map_err(|e| e.errno());
         if result.is_err() {
             self.stats.refused += 1;

@@ -153,12 +153,12 @@ impl VcpuGate {
     pub fn run<'a>(&self, vcpu: &'a mut VcpuFd) -> Result<VcpuExit<'a>, kvm_ioctls::Error> {
         unblock_on_this_thread(self.shared.signal);
         let run: *mut kvm_bindings::kvm_run = vcpu.get_kvm_run();
-        // SAFETY: `run` points to the vCPU's mapped `kvm_run`, which lives
-        // as long as `vcpu`; `immediate_exit` is a byte that user space owns
-        // and that the kernel only reads, and `AtomicU8` has the layout and
-        // alignment of `u8`. Only the gate writes it while the vCPU is
-        // listed, with atomic accesses, and the vCPU does not touch it then
-        // (see the type's docs).
+        // `immediate_exit` is a byte that user space owns and the kernel only
+        // reads, and `AtomicU8` has the layout and alignment of `u8`. Only the
+        // gate writes it while the vCPU is listed, with atomic accesses, and
+        // the vCPU does not touch it then (see the type's docs).
+        // SAFETY: `run` points to the vCPU's mapped `kvm_run`, which lives as
+        // long as `vcpu`; the field projection reads nothing.
         let immediate_exit = unsafe { core::ptr::addr_of_mut!((*run).immediate_exit) }.cast::<AtomicU8>();
         let token = {
             let mut state = self.lock();
@@ -183,9 +183,9 @@ impl VcpuGate {
         if let Some(at) = state.running.iter().position(|r| r.token == token) {
             let me = state.running.swap_remove(at);
             if me.kicked {
-                // SAFETY: as above; `vcpu` is still borrowed, and the store
-                // is to a byte the exit data returned in `result` does not
-                // cover. Relaxed: the next `KVM_RUN` is on this thread.
+                // Relaxed: the next `KVM_RUN` is on this thread.
+                // SAFETY: as above; `vcpu` is still borrowed, and the exit
+                // data returned in `result` does not cover this byte.
                 unsafe { (*me.immediate_exit).store(0, Ordering::Relaxed) };
             }
         }
@@ -216,10 +216,10 @@ impl VcpuGate {
             let mut kicks = 0;
             for vcpu in state.running.iter_mut() {
                 if !vcpu.kicked {
+                    // Relaxed: the kernel reads it on entry to `KVM_RUN`,
+                    // after the signal below; a vCPU already inside gets it.
                     // SAFETY: the vCPU is listed, so its `kvm_run` is mapped
-                    // (see `Running`). Relaxed: the kernel reads it on entry
-                    // to `KVM_RUN`, after the signal below is sent; a vCPU
-                    // already inside gets the signal.
+                    // (see `Running`).
                     unsafe { (*vcpu.immediate_exit).store(1, Ordering::Relaxed) };
                     vcpu.kicked = true;
                 }
