@@ -14,11 +14,10 @@
 #[path = "../benches/common/peers.rs"]
 mod peers;
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::hint::black_box;
-use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -27,29 +26,6 @@ use memslots::{Flags, Memslots, SlotKey};
 use peers::*;
 use plotters::prelude::*;
 use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
-
-/// Counts live heap bytes, for the memory table.
-struct Counting;
-
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-// SAFETY: forwards to the system allocator unchanged; the counter is a
-// relaxed statistic.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: the caller's layout contract is passed through.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: `ptr` came from `alloc` above with this layout.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
 
 const SIZES: [usize; 6] = [1, 8, 32, 509, 4096, 32764];
 const BATCH: usize = 4096;
@@ -323,15 +299,6 @@ fn churn(tsc: &Tsc, n: usize, kind: ReaderKind, rate: u64) -> ChurnCell {
     })
 }
 
-/// Live heap bytes per slot of whatever `build` returns.
-fn bytes_per_slot<T>(n: usize, build: impl FnOnce() -> T) -> f64 {
-    let before = LIVE.load(Ordering::Relaxed);
-    let built = build();
-    let bytes = LIVE.load(Ordering::Relaxed) - before;
-    drop(built);
-    bytes as f64 / n as f64
-}
-
 fn machine() -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
@@ -390,7 +357,6 @@ fn plot(path: &str, lines: &[(&str, &[f64])]) -> Result<(), Box<dyn std::error::
 
 /// A named measurement of a layout (and, for builds, a round count).
 type Bench<'a> = (&'a str, &'a dyn Fn(&[Span], usize) -> f64);
-type Measure<'a> = (&'a str, &'a dyn Fn(&[Span]) -> f64);
 
 fn table_row(out: &mut String, first: &str, cells: impl IntoIterator<Item = String>) {
     let cells: Vec<String> = cells.into_iter().collect();
@@ -414,6 +380,9 @@ fn main() {
     }
 }
 
+/// Where the sections this report does not write begin.
+const KEPT: &str = "<!-- The sections below are written by other tools and kept by bench_report. -->";
+
 /// Every section, written to `docs/benchmarks.md` and printed.
 fn full_report() {
     let started = Instant::now();
@@ -427,10 +396,16 @@ fn full_report() {
     build_section(&mut md);
     change_section(&mut md);
     churn_section(&mut md);
-    memory_section(&mut md);
     criterion_section(&mut md);
     writeln!(md, "\nReport run time: {:.0} s.", started.elapsed().as_secs_f64()).unwrap();
-    std::fs::write(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/benchmarks.md"), &md).unwrap();
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/benchmarks.md");
+    // Sections written by other tools (downstream-bench/run, the no_std
+    // guest test) follow the marker; keep them.
+    let old = std::fs::read_to_string(path).unwrap_or_default();
+    let kept = old.find(KEPT).map_or(KEPT, |at| &old[at..]);
+    write!(md, "\n{}", kept.trim_end()).unwrap();
+    writeln!(md).unwrap();
+    std::fs::write(path, &md).unwrap();
     println!("{md}");
 }
 
@@ -625,21 +600,4 @@ fn churn_section(md: &mut String) {
         }
     }
     md.push('\n');
-}
-
-fn memory_section(md: &mut String) {
-    eprintln!("memory ...");
-    writeln!(md, "## Heap bytes per slot\n").unwrap();
-    writeln!(md, "memslots: both sets with all indexes and caches, and the slot objects. vm-memory: its heap only (each region is also an mmap).\n").unwrap();
-    table_row(md, "N", ["509", "32764"].map(String::from));
-    table_row(md, "---", ["---"; 2].map(String::from));
-    let mem: [Measure; 4] = [
-        ("memslots", &|s| bytes_per_slot(s.len(), || build_memslots(s))),
-        ("vm-memory", &|s| bytes_per_slot(s.len(), || VmMemory::build(s))),
-        ("RwLock<BTreeMap>", &|s| bytes_per_slot(s.len(), || RwLockBTree::build(s))),
-        ("ArcSwap<Vec>", &|s| bytes_per_slot(s.len(), || ArcSwapVec::build(s))),
-    ];
-    for (name, f) in mem {
-        table_row(md, name, [509, 32764].map(|n| format!("{:.0}", f(&layout(n)))));
-    }
 }

@@ -60,7 +60,9 @@
 //! # Features
 //!
 //! `std` (default) uses the standard library; without it the crate needs
-//! only `core` and `alloc`. `loom` is for model checking only.
+//! only `core` and `alloc`. `vm-memory` (implies `std`) serves rust-vmm's
+//! vm-memory traits from the slot map, for VMMs whose devices use them: see
+//! `vm_memory`. `loom` is for model checking only.
 
 #![cfg_attr(not(feature = "std"), no_std)]
 #![warn(missing_docs)]
@@ -74,6 +76,8 @@ mod error;
 mod map;
 mod memory;
 mod sync;
+#[cfg(feature = "vm-memory")]
+pub mod vm_memory;
 mod wait;
 mod zap;
 

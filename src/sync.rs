@@ -26,6 +26,7 @@ mod cell {
             Self(core::cell::UnsafeCell::new(value))
         }
 
+        #[inline(always)]
         pub(crate) fn get(&self) -> ConstPtr<T> {
             ConstPtr(self.0.get())
         }
@@ -43,6 +44,7 @@ mod cell {
         /// # Safety
         /// No `MutPtr` of the same cell may be dereferenced while the returned
         /// reference lives.
+        #[inline(always)]
         pub(crate) unsafe fn deref(&self) -> &T {
             // SAFETY: the pointer comes from a live `UnsafeCell`; the caller
             // rules out concurrent mutation.

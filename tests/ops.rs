@@ -251,13 +251,13 @@ fn gfn_range_yields_exactly_the_intersecting_slots() {
     let reader = slots.reader();
     let view = reader.pin();
     let ids = |start, end| view.slots_in_gfn_range(start..end).map(|s| s.id()).collect::<Vec<_>>();
-    assert_eq!(ids(0, 0x10), []);
+    assert_eq!(ids(0, 0x10), [0u16; 0]);
     assert_eq!(ids(0, 0x11), [0]);
     assert_eq!(ids(0x1f, 0x21), [0, 1]);
-    assert_eq!(ids(0x30, 0x40), []);
+    assert_eq!(ids(0x30, 0x40), [0u16; 0]);
     assert_eq!(ids(0x15, 0x100), [0, 1, 2]);
     assert_eq!(ids(0x4f, 0x50), [2]);
-    assert_eq!(ids(0x50, 0x40), []);
+    assert_eq!(ids(0x50, 0x40), [0u16; 0]);
 }
 
 #[test]
@@ -273,7 +273,7 @@ fn hva_range_finds_overlapping_host_ranges() {
     let ids = |lo, hi| view.slots_in_hva_range(lo..hi).map(|s| s.id()).collect::<Vec<_>>();
     assert_eq!(ids(HVA + 0x9000, HVA + 0xa000), [0, 1]);
     assert_eq!(ids(HVA + 0x10000, HVA + 0x18000), [1]);
-    assert_eq!(ids(HVA + 0x18000, HVA + 0x20000), []);
+    assert_eq!(ids(HVA + 0x18000, HVA + 0x20000), [0u16; 0]);
     assert_eq!(ids(0, u64::MAX), [0, 1, 2]);
 }
 

@@ -184,7 +184,7 @@ impl Epochs {
     /// Enters a view: publishes the current epoch in `entry`. The caller
     /// loads the active set after this returns, with a SeqCst load (see
     /// `AddressSpace::active`).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn enter(&self, entry: &Entry) {
         // Relaxed: published by the Release (SeqCst) store of the state below.
         entry.owner.store(thread_token(), Ordering::Relaxed);
@@ -194,7 +194,7 @@ impl Epochs {
     /// Moves a view on: publishes the current epoch if it has advanced since
     /// the reader entered, so the writer waiting for it can go on. The caller
     /// reloads the active set after this returns.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn reenter(&self, entry: &Entry) {
         // Relaxed: both are this reader's own values or checked again below.
         if entry.state.load(Ordering::Relaxed) != self.epoch.load(Ordering::Relaxed) {
@@ -203,7 +203,7 @@ impl Epochs {
     }
 
     /// Stores the current epoch in `entry` with a full barrier after it.
-    #[inline]
+    #[inline(always)]
     fn publish(&self, entry: &Entry) {
         // Acquire: pairs with the Release store in `synchronize`; a reader
         // that reads the new epoch also sees the swap made before it.
@@ -232,7 +232,7 @@ impl Epochs {
     }
 
     /// Leaves the view.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn leave(entry: &Entry) {
         // Release: pairs with the Acquire load in `synchronize`: the reader's
         // accesses to the set happen before the writer's next edit of it.

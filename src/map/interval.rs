@@ -63,6 +63,10 @@ impl<V: Copy> IntervalTree<V> {
             height: 1,
         };
         let n = if self.free == NIL {
+            // An eighth at a time: the arena holds one node a slot.
+            if self.nodes.len() == self.nodes.capacity() {
+                self.nodes.reserve_exact(self.nodes.len() / 8 + 1);
+            }
             self.nodes.push(node);
             (self.nodes.len() - 1) as u32
         } else {

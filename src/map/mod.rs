@@ -160,8 +160,9 @@ impl Memslots {
         Reader::new(self.inner.clone(), true)
     }
 
-    /// A reader for a device or VM-wide thread: lookups go through the set's
-    /// shared last-used slot.
+    /// A reader for a device or VM-wide thread: its own last-used slot, and
+    /// behind it the set's shared one, which device readers fill with slots
+    /// that proved hot (two lookups in a row) and read on a miss.
     pub fn device_reader(&self) -> Reader {
         Reader::new(self.inner.clone(), false)
     }

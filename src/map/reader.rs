@@ -15,12 +15,15 @@ use crate::map::slot::Slot;
 use crate::map::space::GEN_UPDATE_IN_PROGRESS;
 use crate::sync::ConstPtr;
 
-/// The per-vCPU last-used slot, trusted only in the generation it was filled
-/// (invariant 4).
+/// The reader's own last-used slot, trusted only in the generation it was
+/// filled (invariant 4).
 #[derive(Clone, Copy)]
-struct VcpuCache {
+struct LocalCache {
     hit: Option<Hit>,
     generation: u64,
+    /// A device reader has offered this slot to the set's shared last-used
+    /// slot (or found it there).
+    shared: bool,
 }
 
 /// A thread's handle for looking up slots: one per vCPU
@@ -44,9 +47,9 @@ pub struct Reader {
     /// cleared by the last.
     views: Cell<u32>,
     as_id: u16,
-    /// `Some` for vCPU readers. `None` readers use the set's shared
-    /// last-used slot instead.
-    vcpu_cache: Option<Cell<VcpuCache>>,
+    cache: Cell<LocalCache>,
+    /// Device readers also use the set's shared last-used slot.
+    vcpu: bool,
 }
 
 // SAFETY: invariant 8: the entry is this reader's alone
@@ -57,12 +60,12 @@ unsafe impl Send for Reader {}
 
 impl Reader {
     pub(crate) fn new(inner: Arc<Inner>, vcpu: bool) -> Reader {
-        let cache = VcpuCache { hit: None, generation: GEN_UPDATE_IN_PROGRESS };
+        let cache = LocalCache { hit: None, generation: GEN_UPDATE_IN_PROGRESS, shared: false };
         let entry = inner.epochs.register();
-        Reader { inner, entry, views: Cell::new(0), as_id: 0, vcpu_cache: vcpu.then(|| Cell::new(cache)) }
+        Reader { inner, entry, views: Cell::new(0), as_id: 0, cache: Cell::new(cache), vcpu }
     }
 
-    #[inline]
+    #[inline(always)]
     fn entry(&self) -> &Entry {
         // SAFETY: invariant 8: entries live as long as the `Epochs` in
         // `inner`, which this reader keeps alive.
@@ -79,7 +82,7 @@ impl Reader {
     ///
     /// # Panics
     /// If the reader already has `u32::MAX` views alive.
-    #[inline]
+    #[inline(always)]
     pub fn pin(&self) -> View<'_> {
         let views = self.views.get();
         if views == 0 {
@@ -123,11 +126,13 @@ impl Reader {
         self.set_address_space(u16::from(smm))
     }
 
-    /// Whether the reader keeps a per-vCPU cache.
+    /// Whether this is a vCPU reader (one that does not share its
+    /// last-used slot with other readers).
     pub fn is_vcpu(&self) -> bool {
-        self.vcpu_cache.is_some()
+        self.vcpu
     }
 
+    #[inline(always)]
     fn release_view(&self) {
         let views = self.views.get() - 1;
         self.views.set(views);
@@ -174,7 +179,7 @@ struct Pin<'r> {
 }
 
 impl Drop for Pin<'_> {
-    #[inline]
+    #[inline(always)]
     fn drop(&mut self) {
         self.reader.release_view();
     }
@@ -182,19 +187,19 @@ impl Drop for Pin<'_> {
 
 impl<'r> View<'r> {
     /// The view of a reader that has just entered (or re-entered).
-    #[inline]
+    #[inline(always)]
     fn new(pin: Pin<'r>) -> View<'r> {
         let reader = pin.reader;
         let (set, generation) = reader.inner.spaces[usize::from(reader.as_id)].active();
         View { set, generation, pin }
     }
 
-    #[inline]
+    #[inline(always)]
     fn reader(&self) -> &'r Reader {
         self.pin.reader
     }
 
-    #[inline]
+    #[inline(always)]
     fn set(&self) -> &Set {
         // The writer edits a set only a grace period after it stopped being
         // active, and that grace period waits for this view (`View::new`).
@@ -208,7 +213,7 @@ impl<'r> View<'r> {
     ///
     /// While the reader has other views alive, the writer keeps waiting for
     /// those; this view still moves to the current state.
-    #[inline]
+    #[inline(always)]
     pub fn repin(self) -> View<'r> {
         let View { set, pin, .. } = self;
         // End the access to the set before leaving it.
@@ -244,7 +249,7 @@ impl<'r> View<'r> {
     }
 
     /// The slot holding `gfn`.
-    #[inline]
+    #[inline(always)]
     pub fn gfn_to_slot(&self, gfn: Gfn) -> Option<&Slot> {
         let hit = self.hit(gfn)?;
         // The hit is from the viewed set (a cached one only in the generation
@@ -257,34 +262,52 @@ impl<'r> View<'r> {
 
     /// The host address backing `gfn`. This reads only the gfn index (or
     /// the cache), never the slot object.
-    #[inline]
+    #[inline(always)]
     pub fn gfn_to_hva(&self, gfn: Gfn) -> Option<Hva> {
         self.hit(gfn)?.hva(gfn)
     }
 
-    /// The usable slot holding `gfn`, through the reader's cache.
-    #[inline]
+    /// The usable slot holding `gfn`, through the reader's caches.
+    ///
+    /// Every reader first tries its own last-used slot. A device reader
+    /// then tries the set's shared one, and offers its own slot to the
+    /// shared one once that slot serves a second lookup in a row: a store
+    /// only for a slot that proved hot, and only if the shared slot holds
+    /// another, so readers on other cores do not keep taking its cache line
+    /// from each other.
+    #[inline(always)]
     fn hit(&self, gfn: Gfn) -> Option<Hit> {
         let set = self.set();
-        let Some(cache) = &self.reader().vcpu_cache else {
-            if let Some(slot) = set.last_used().filter(|slot| slot.contains(gfn)) {
-                return usable(slot).map(Hit::of);
-            }
-            let hit = set.lookup(gfn)?;
-            set.set_last_used(hit.entry.slot);
-            return Some(hit);
-        };
-        let cached = cache.get();
+        let reader = self.reader();
+        let cached = reader.cache.get();
         if cached.generation == self.generation {
             if let Some(hit) = cached.hit.filter(|hit| hit.contains(gfn)) {
+                if !reader.vcpu && !cached.shared {
+                    set.offer_last_used(hit.entry.slot);
+                    reader.cache.set(LocalCache { shared: true, ..cached });
+                }
+                return Some(hit);
+            }
+        }
+        if !reader.vcpu {
+            if let Some(slot) = set.last_used().filter(|slot| slot.contains(gfn)) {
+                let hit = usable(slot).map(Hit::of)?;
+                self.fill(hit, true);
                 return Some(hit);
             }
         }
         let hit = set.lookup(gfn)?;
-        if self.generation & GEN_UPDATE_IN_PROGRESS == 0 {
-            cache.set(VcpuCache { hit: Some(hit), generation: self.generation });
-        }
+        self.fill(hit, false);
         Some(hit)
+    }
+
+    /// Keeps `hit` in the reader's own cache, if the view's generation is a
+    /// published one (invariant 4).
+    #[inline(always)]
+    fn fill(&self, hit: Hit, shared: bool) {
+        if self.generation & GEN_UPDATE_IN_PROGRESS == 0 {
+            self.reader().cache.set(LocalCache { hit: Some(hit), generation: self.generation, shared });
+        }
     }
 
     /// Exactly the slots intersecting `gfns`, in gfn order (none for an
@@ -327,4 +350,50 @@ impl fmt::Debug for View<'_> {
 fn usable(slot: &Slot) -> Option<&Slot> {
     slot.touch();
     (!slot.is_invalid()).then_some(slot)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Config, Flags, Memslots, Region};
+
+    fn region(id: u16, base_gfn: u64) -> Region {
+        Region { id, as_id: 0, base_gfn, npages: 4, hva: 0x10_0000 * (u64::from(id) + 1), flags: Flags::empty() }
+    }
+
+    /// The id of the slot in the active set's shared last-used slot.
+    fn shared(reader: &super::Reader) -> Option<u16> {
+        reader.pin().set().last_used().map(|slot| slot.id())
+    }
+
+    #[test]
+    fn device_readers_share_only_slots_that_proved_hot() {
+        let slots = Memslots::new(Config { address_spaces: 1, ..Config::default() }).unwrap();
+        let mut w = slots.writer().unwrap();
+        w.create(region(0, 0)).unwrap();
+        w.create(region(1, 8)).unwrap();
+        let (a, b, vcpu) = (slots.device_reader(), slots.device_reader(), slots.reader());
+        // A vCPU reader never touches the shared slot.
+        for _ in 0..3 {
+            assert_eq!(vcpu.pin().gfn_to_slot(1).map(|s| s.id()), Some(0));
+        }
+        assert_eq!(shared(&a), None);
+        // One lookup fills only the reader's own cache; a second in a row
+        // offers the slot.
+        assert_eq!(a.pin().gfn_to_slot(1).map(|s| s.id()), Some(0));
+        assert_eq!(shared(&a), None);
+        assert_eq!(a.pin().gfn_to_slot(2).map(|s| s.id()), Some(0));
+        assert_eq!(shared(&a), Some(0));
+        // Uniform misses elsewhere leave it alone.
+        assert_eq!(a.pin().gfn_to_slot(9).map(|s| s.id()), Some(1));
+        assert_eq!(b.pin().gfn_to_slot(10).map(|s| s.id()), Some(1));
+        assert_eq!(shared(&a), Some(0));
+        // Another reader finds the hot slot there, and a change moves it off.
+        assert_eq!(b.pin().gfn_to_hva(3), Some(0x10_0000 + 3 * 4096));
+        w.move_to(region(0, 0).key(), 100).unwrap();
+        assert_eq!(shared(&a), Some(0));
+        assert_eq!(b.pin().gfn_to_slot(3).map(|s| s.id()), None);
+        assert_eq!(b.pin().gfn_to_slot(101).map(|s| s.id()), Some(0));
+        w.delete(region(0, 0).key()).unwrap();
+        assert_eq!(shared(&a), None);
+    }
 }

@@ -11,7 +11,7 @@
 //! pointers in, [`Set::replace`]; the safe functions that turn a held
 //! pointer into `&Slot` for the length of a borrow of the set rely on it.
 
-use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
 use core::ops::Range;
 
 use crate::addr::{Gfn, Hva, PAGE_SHIFT};
@@ -51,13 +51,13 @@ impl Hit {
     }
 
     /// Whether the (usable) slot holds `gfn`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn contains(&self, gfn: Gfn) -> bool {
         gfn.wrapping_sub(self.base_gfn) < self.entry.npages
     }
 
     /// The host address of `gfn`, if the (usable) slot holds it.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn hva(&self, gfn: Gfn) -> Option<Hva> {
         self.contains(gfn).then(|| self.entry.hva + ((gfn - self.base_gfn) << PAGE_SHIFT))
     }
@@ -66,8 +66,11 @@ impl Hit {
 pub(crate) struct Set {
     by_gfn: GfnIndex<Entry>,
     by_hva: IntervalTree<SlotPtr>,
-    by_id: BTreeMap<u16, SlotPtr>,
-    /// The slot of the last lookup made without a per-vCPU cache.
+    /// Indexed by slot id, up to the highest id the set has held: 8 bytes
+    /// a slot where ids are dense, as VMMs allocate them.
+    by_id: Vec<Option<SlotPtr>>,
+    /// A slot that served device readers twice in a row (see
+    /// `View::hit`); the writer moves it off slots that leave.
     last_used: AtomicPtr<Slot>,
 }
 
@@ -76,13 +79,13 @@ impl Set {
         Set {
             by_gfn: GfnIndex::new(),
             by_hva: IntervalTree::new(),
-            by_id: BTreeMap::new(),
+            by_id: Vec::new(),
             last_used: AtomicPtr::new(core::ptr::null_mut()),
         }
     }
 
     /// The usable slot holding `gfn`, without reading the slot object.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn lookup(&self, gfn: Gfn) -> Option<Hit> {
         let (base_gfn, entry) = self.by_gfn.floor(gfn)?;
         let hit = Hit { base_gfn, entry };
@@ -98,7 +101,7 @@ impl Set {
     }
 
     /// The set's last-used slot, if any.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn last_used(&self) -> Option<&Slot> {
         // Relaxed: the slot was published to readers by the Release store of
         // the active index (space::swap) that the caller's Acquire load read;
@@ -109,10 +112,14 @@ impl Set {
         SlotPtr::from_raw(ptr).map(|slot| unsafe { slot.get() })
     }
 
-    #[inline]
-    pub(crate) fn set_last_used(&self, slot: SlotPtr) {
+    /// Makes `slot` the last-used slot unless it already is: a reader only
+    /// reads the cache line when nothing changes.
+    #[inline(always)]
+    pub(crate) fn offer_last_used(&self, slot: SlotPtr) {
         // Relaxed: see `last_used`.
-        self.last_used.store(slot.as_raw(), Ordering::Relaxed);
+        if self.last_used.load(Ordering::Relaxed) != slot.as_raw() {
+            self.last_used.store(slot.as_raw(), Ordering::Relaxed);
+        }
     }
 
     /// The slots intersecting `gfns`, in gfn order, INVALID ones included.
@@ -140,11 +147,11 @@ impl Set {
 
     pub(crate) fn by_id(&self, id: u16) -> Option<&Slot> {
         // SAFETY: a set holds only live slots (invariant 6).
-        self.by_id.get(&id).map(|&slot| unsafe { slot.get() })
+        self.ptr_by_id(id).map(|slot| unsafe { slot.get() })
     }
 
     pub(crate) fn ptr_by_id(&self, id: u16) -> Option<SlotPtr> {
-        self.by_id.get(&id).copied()
+        self.by_id.get(usize::from(id)).copied().flatten()
     }
 
     /// The first slot other than `key`'s that intersects `gfns`: an O(log n)
@@ -156,12 +163,12 @@ impl Set {
     /// Every slot of the set, by id.
     pub(crate) fn slots(&self) -> impl Iterator<Item = &Slot> + '_ {
         // SAFETY: a set holds only live slots (invariant 6).
-        self.by_id.values().map(|&slot| unsafe { slot.get() })
+        self.slot_ptrs().map(|slot| unsafe { slot.get() })
     }
 
     /// Every slot of the set, by id, as the pointers the writer frees.
     pub(crate) fn slot_ptrs(&self) -> impl Iterator<Item = SlotPtr> + '_ {
-        self.by_id.values().copied()
+        self.by_id.iter().filter_map(|&slot| slot)
     }
 
     /// Replaces `old` with `new` in every index (either may be absent) and
@@ -195,7 +202,7 @@ impl Set {
         let slot = unsafe { old.get() };
         self.by_gfn.remove(slot.base_gfn());
         self.by_hva.remove(slot.hva(), slot.id().into());
-        self.by_id.remove(&slot.id());
+        self.by_id[usize::from(slot.id())] = None;
         let successor = successor.map_or(core::ptr::null_mut(), SlotPtr::as_raw);
         // One compare-exchange moves the cache off the old slot and leaves
         // it alone if it points elsewhere. Relaxed: no reader uses this set
@@ -213,6 +220,14 @@ impl Set {
         let slot = unsafe { new.get() };
         self.by_gfn.insert(slot.base_gfn(), Entry::of(slot, new));
         self.by_hva.insert(slot.hva_range(), slot.id().into(), new);
-        self.by_id.insert(slot.id(), new);
+        let id = usize::from(slot.id());
+        if id >= self.by_id.len() {
+            // Grow by an eighth, not by doubling: the table ends near the
+            // highest id.
+            let len = self.by_id.len();
+            self.by_id.reserve_exact((id + 1 - len).max(len / 8));
+            self.by_id.resize(id + 1, None);
+        }
+        self.by_id[id] = Some(new);
     }
 }

@@ -219,7 +219,7 @@ impl Slot {
     }
 
     /// Marks a read of the slot by a reader (a no-op outside loom).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn touch(&self) {
         #[cfg(loom)]
         drop(self.liveness.get());
@@ -323,10 +323,12 @@ impl SlotPtr {
         SlotPtr(core::ptr::NonNull::from(slot))
     }
 
+    #[inline(always)]
     pub(crate) fn from_raw(ptr: *mut Slot) -> Option<SlotPtr> {
         core::ptr::NonNull::new(ptr).map(SlotPtr)
     }
 
+    #[inline(always)]
     pub(crate) fn as_raw(self) -> *mut Slot {
         self.0.as_ptr()
     }
@@ -334,6 +336,7 @@ impl SlotPtr {
     /// # Safety
     /// The slot must stay allocated for `'a`: it is reachable from a set the
     /// caller holds (in a view, or as the writer).
+    #[inline(always)]
     pub(crate) unsafe fn get<'a>(self) -> &'a Slot {
         // SAFETY: allocated by `alloc` and, per the caller, not freed yet.
         unsafe { self.0.as_ref() }

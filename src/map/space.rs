@@ -35,7 +35,7 @@ impl AddressSpace {
 
     /// The active set and its generation, for readers and for the writer's
     /// reads.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn active(&self) -> (ConstPtr<Set>, u64) {
         // Acquire: pairs with the Release store in `swap`, so the set's
         // contents and generation as published are visible. SeqCst: pairs

@@ -1,0 +1,32 @@
+//! Shared pieces of the downstream benchmarks: the slot layouts and the
+//! peers (`benches/common/peers.rs` of memslots, compiled here as a user's
+//! crate compiles it).
+
+// Shared with memslots' own benches, where it is private: its small
+// generator's `next` is not an iterator.
+#[allow(clippy::should_implement_trait)]
+#[path = "../../benches/common/peers.rs"]
+pub mod peers;
+
+use memslots::Memslots;
+use peers::{memslots_config, region, Span};
+
+/// A map holding `spans` as slots 0.., created in the given order.
+pub fn build(spans: &[Span], order: &[usize]) -> Memslots {
+    let slots = Memslots::new(memslots_config()).expect("valid config");
+    let mut w = slots.writer().expect("first writer");
+    for &i in order {
+        w.create(region(i, &spans[i])).expect("valid layout");
+    }
+    slots
+}
+
+/// `0..n` in a fixed random order.
+pub fn shuffled(n: usize) -> Vec<usize> {
+    let mut rng = peers::Rng(0xdecade ^ n as u64);
+    let mut order: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        order.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+    order
+}

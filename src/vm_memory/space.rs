@@ -1,0 +1,211 @@
+//! The address-space handle and its snapshots: one reader per thread and
+//! handle, found through a thread-local list, pinned by the first snapshot
+//! and unpinned by the last.
+
+use alloc::rc::Rc;
+use alloc::sync::{Arc, Weak};
+use alloc::vec::Vec;
+use core::cell::{Cell, RefCell, UnsafeCell};
+use core::fmt;
+use core::ops::Deref;
+
+use ::vm_memory::GuestAddressSpace;
+
+use crate::error::Error;
+use crate::map::{Memslots, Reader, View};
+use crate::vm_memory::memory::SlotMemory;
+
+/// A guest address space over a slot map for the vm-memory traits: the
+/// [`GuestAddressSpace`] a VMM hands to its devices instead of a
+/// `GuestMemoryAtomic<GuestMemoryMmap>`. `Send + Sync`; clones share it.
+///
+/// [`memory`](GuestAddressSpace::memory) takes a [`SlotSnapshot`] on the
+/// calling thread: wait-free, and allocation-free after the thread's first
+/// call. The rules for holding snapshots are in the
+/// [module docs](crate::vm_memory#rules-that-differ-from-guestmemoryatomic).
+#[derive(Clone)]
+pub struct GuestMemorySlots {
+    shared: Arc<Shared>,
+}
+
+/// What the clones of a handle share; threads name it by address.
+struct Shared {
+    slots: Memslots,
+    as_id: u16,
+}
+
+impl GuestMemorySlots {
+    /// The address space 0 of `slots`.
+    pub fn new(slots: Memslots) -> GuestMemorySlots {
+        GuestMemorySlots { shared: Arc::new(Shared { slots, as_id: 0 }) }
+    }
+
+    /// The address space `as_id` of `slots` (1 is SMM on x86).
+    ///
+    /// # Errors
+    /// [`Error::InvalidAddressSpace`] if the map has no such address space.
+    pub fn with_address_space(slots: Memslots, as_id: u16) -> Result<GuestMemorySlots, Error> {
+        if as_id >= slots.config().address_spaces {
+            return Err(Error::InvalidAddressSpace { as_id: as_id.into() });
+        }
+        Ok(GuestMemorySlots { shared: Arc::new(Shared { slots, as_id }) })
+    }
+
+    /// The slot map.
+    pub fn slots(&self) -> &Memslots {
+        &self.shared.slots
+    }
+
+    /// The address space snapshots show.
+    pub fn address_space(&self) -> u16 {
+        self.shared.as_id
+    }
+
+    /// This thread's record for the handle, registered on first use.
+    #[inline]
+    fn thread_view(&self) -> Rc<ThreadView> {
+        let shared = &self.shared;
+        let found = THREAD_VIEWS.try_with(|views| {
+            let mut views = views.try_borrow_mut().ok()?;
+            match views.iter().find(|known| core::ptr::eq(known.shared.as_ptr(), Arc::as_ptr(shared))) {
+                Some(known) => Some(known.view.clone()),
+                None => Some(register(&mut views, shared)),
+            }
+        });
+        // Without the list (the thread is exiting, or a drop run while the
+        // list is being changed): a record for this snapshot alone.
+        found.ok().flatten().unwrap_or_else(|| Rc::new(ThreadView::new(shared)))
+    }
+}
+
+/// Registers a reader for `shared` on this thread: its first snapshot.
+#[cold]
+fn register(views: &mut Vec<Known>, shared: &Arc<Shared>) -> Rc<ThreadView> {
+    // A dead handle's record keeps its map alive; drop it now.
+    views.retain(|known| known.shared.strong_count() > 0);
+    let view = Rc::new(ThreadView::new(shared));
+    views.push(Known { shared: Arc::downgrade(shared), view: view.clone() });
+    view
+}
+
+impl GuestAddressSpace for GuestMemorySlots {
+    type M = SlotMemory;
+    type T = SlotSnapshot;
+
+    /// A snapshot of the current layout, or of the layout of the snapshots
+    /// this thread already holds.
+    #[inline]
+    fn memory(&self) -> SlotSnapshot {
+        let view = self.thread_view();
+        view.enter();
+        SlotSnapshot { view }
+    }
+}
+
+impl fmt::Debug for GuestMemorySlots {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GuestMemorySlots").field("address_space", &self.shared.as_id).finish_non_exhaustive()
+    }
+}
+
+/// A thread's known handles. The `Weak` keeps a handle's allocation, so
+/// its address names no other handle while the entry exists.
+struct Known {
+    shared: Weak<Shared>,
+    view: Rc<ThreadView>,
+}
+
+std::thread_local! {
+    static THREAD_VIEWS: RefCell<Vec<Known>> = const { RefCell::new(Vec::new()) };
+}
+
+/// One thread's reader for one handle and the view its snapshots share.
+struct ThreadView {
+    /// Declared before `reader`, which it borrows (V2); written only with
+    /// no snapshot alive (V3).
+    memory: UnsafeCell<Option<SlotMemory>>,
+    snapshots: Cell<usize>,
+    reader: Reader,
+}
+
+impl ThreadView {
+    fn new(shared: &Shared) -> ThreadView {
+        let mut reader = shared.slots.reader();
+        // Cannot fail: the handle's address space was checked against this
+        // map when the handle was made.
+        let _ = reader.set_address_space(shared.as_id);
+        ThreadView { memory: UnsafeCell::new(None), snapshots: Cell::new(0), reader }
+    }
+
+    /// Counts a new snapshot; the first pins the reader.
+    #[inline]
+    fn enter(&self) {
+        let snapshots = self.snapshots.get();
+        if snapshots == 0 {
+            let view = self.reader.pin();
+            // SAFETY: V2: the view is stored beside its reader and dropped
+            // before it.
+            let view = unsafe { core::mem::transmute::<View<'_>, View<'static>>(view) };
+            // SAFETY: V3: no snapshot is alive, so nothing borrows the cell.
+            unsafe { *self.memory.get() = Some(SlotMemory::new(view)) };
+        }
+        // Each snapshot holds an `Rc` of this record, so the count stays
+        // below the `Rc`'s strong count, which cannot overflow.
+        self.snapshots.set(snapshots + 1);
+    }
+
+    /// Counts a dropped snapshot; the last ends the view.
+    #[inline]
+    fn leave(&self) {
+        let snapshots = self.snapshots.get() - 1;
+        self.snapshots.set(snapshots);
+        if snapshots == 0 {
+            // SAFETY: V3: the last snapshot is being dropped, so nothing
+            // borrows the cell.
+            unsafe { *self.memory.get() = None };
+        }
+    }
+}
+
+/// The guest memory one thread sees, from
+/// [`GuestMemorySlots::memory`](GuestAddressSpace::memory): dereferences to
+/// a [`SlotMemory`]. Cheap to clone; clones share the layout. Neither `Send`
+/// nor `Sync`; while any snapshot is alive the map's writer cannot finish a
+/// change, so drop it after each batch of work.
+pub struct SlotSnapshot {
+    view: Rc<ThreadView>,
+}
+
+impl Deref for SlotSnapshot {
+    type Target = SlotMemory;
+
+    #[inline]
+    fn deref(&self) -> &SlotMemory {
+        // SAFETY: V3: this snapshot is alive, so the cell holds a view and
+        // is not written while the reference lives (it borrows `self`).
+        let memory = unsafe { &*self.view.memory.get() };
+        memory.as_ref().unwrap_or_else(|| unreachable!("V3: a live snapshot has a view"))
+    }
+}
+
+impl Clone for SlotSnapshot {
+    #[inline]
+    fn clone(&self) -> SlotSnapshot {
+        let view = self.view.clone();
+        view.enter();
+        SlotSnapshot { view }
+    }
+}
+
+impl Drop for SlotSnapshot {
+    #[inline]
+    fn drop(&mut self) {
+        self.view.leave();
+    }
+}
+
+impl fmt::Debug for SlotSnapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("SlotSnapshot").field(&**self).finish()
+    }
+}
