@@ -470,7 +470,13 @@ fn snapshots_on_one_thread_share_a_layout_and_hold_the_writer() {
         done_tx.send(()).expect("test waiting");
         writer
     });
-    thread::sleep(Duration::from_millis(50));
+    // Wait until the writer has published the new layout: it now waits for
+    // `first`, and a newer layout than the snapshots' exists.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while slots.reader().pin().generation() == generation {
+        assert!(std::time::Instant::now() < deadline, "the writer never published");
+        thread::yield_now();
+    }
     // The change cannot complete while `first` is held.
     assert_eq!(done_rx.try_recv(), Err(mpsc::TryRecvError::Empty));
     let again = space.memory();

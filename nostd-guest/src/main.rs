@@ -5,6 +5,17 @@
 //!
 //! The host enters `_start` in 64-bit mode with the first 4 GiB identity
 //! mapped, a stack per vCPU in RSP and the vCPU's index in RDI.
+//!
+//! # Invariants the `unsafe` code relies on
+//!
+//! - **G1** vCPU 0 hands `HEAP` to the allocator once, before anything
+//!   allocates; vCPU 1 allocates only after it read the shared state vCPU 0
+//!   published after that (Acquire, `shared::wait`).
+//! - **G2** The shared state is leaked once by `shared::publish` and never
+//!   mutated except through its own synchronized types (atomics, the slot
+//!   map's handles).
+//! - **G3** Port IO and `cli; hlt` touch no guest memory: they exit to the
+//!   host, which only reads the registers.
 
 #![no_std]
 #![no_main]
@@ -46,7 +57,7 @@ extern "C" fn main(vcpu: u64) -> ! {
     match vcpu {
         0 => {
             // vCPU 1 waits for `shared::publish`, so this runs first.
-            // SAFETY: once, before any allocation; nothing else uses `HEAP`.
+            // SAFETY: G1: once, before any allocation; nothing else uses `HEAP`.
             unsafe { ALLOCATOR.lock().init(addr_of_mut!(HEAP).cast(), HEAP_SIZE) };
             writer::run(shared::publish());
         }

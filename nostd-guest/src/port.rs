@@ -18,14 +18,14 @@ pub const BENCH_START: u32 = 1;
 pub const BENCH_END: u32 = 2;
 
 fn out8(port: u16, value: u8) {
-    // SAFETY: port IO has no effect on memory; the host handles the exit.
+    // SAFETY: G3: port IO has no effect on memory; the host handles the exit.
     unsafe { asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags)) };
 }
 
 /// Writes `value` to the marker port. Without `nomem`, the compiler keeps
 /// memory accesses (the timed lookups) on their side of the marker.
 pub fn marker(value: u32) {
-    // SAFETY: as in `out8`.
+    // SAFETY: G3, as in `out8`.
     unsafe { asm!("out dx, eax", in("dx") MARKER, in("eax") value, options(nostack, preserves_flags)) };
 }
 
@@ -51,7 +51,7 @@ macro_rules! report {
 /// Stops this vCPU for good: interrupts off, so `hlt` exits to the host.
 pub fn halt() -> ! {
     loop {
-        // SAFETY: `cli; hlt` stops this vCPU and touches no memory.
+        // SAFETY: G3: `cli; hlt` stops this vCPU and touches no memory.
         unsafe { asm!("cli", "hlt", options(nomem, nostack)) };
     }
 }

@@ -46,7 +46,7 @@ pub fn wait() -> &'static Shared {
     loop {
         // Acquire: pairs with the Release store in `publish`.
         let shared = SHARED.load(Ordering::Acquire);
-        // SAFETY: a non-null pointer came from `Box::leak` in `publish`: it
+        // SAFETY: G2: a non-null pointer came from `Box::leak` in `publish`: it
         // lives for ever and is only shared, never mutated through.
         if let Some(shared) = unsafe { shared.as_ref() } {
             return shared;

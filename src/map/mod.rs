@@ -161,8 +161,9 @@ impl Memslots {
     }
 
     /// A reader for a device or VM-wide thread: its own last-used slot, and
-    /// behind it the set's shared one, which device readers fill with slots
-    /// that proved hot (two lookups in a row) and read on a miss.
+    /// behind it the set's shared one, which device readers read on a miss
+    /// and fill, while it is empty, with a slot that proved hot (two lookups
+    /// in a row).
     pub fn device_reader(&self) -> Reader {
         Reader::new(self.inner.clone(), false)
     }

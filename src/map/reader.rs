@@ -271,10 +271,11 @@ impl<'r> View<'r> {
     ///
     /// Every reader first tries its own last-used slot. A device reader
     /// then tries the set's shared one, and offers its own slot to the
-    /// shared one once that slot serves a second lookup in a row: a store
-    /// only for a slot that proved hot, and only if the shared slot holds
-    /// another, so readers on other cores do not keep taking its cache line
-    /// from each other.
+    /// shared one once that slot serves a second lookup in a row; the offer
+    /// is taken only while the shared slot is empty. Device readers on other
+    /// cores then only read its cache line, and it does not bounce between
+    /// them; after a change, when every reader's own cache is stale, the
+    /// shared slot (moved on by the writer) still answers.
     #[inline(always)]
     fn hit(&self, gfn: Gfn) -> Option<Hit> {
         let set = self.set();
@@ -383,9 +384,11 @@ mod tests {
         assert_eq!(shared(&a), None);
         assert_eq!(a.pin().gfn_to_slot(2).map(|s| s.id()), Some(0));
         assert_eq!(shared(&a), Some(0));
-        // Uniform misses elsewhere leave it alone.
+        // Misses elsewhere leave it alone, and so does another hot slot: the
+        // shared slot is only filled while it is empty.
         assert_eq!(a.pin().gfn_to_slot(9).map(|s| s.id()), Some(1));
         assert_eq!(b.pin().gfn_to_slot(10).map(|s| s.id()), Some(1));
+        assert_eq!(b.pin().gfn_to_slot(11).map(|s| s.id()), Some(1));
         assert_eq!(shared(&a), Some(0));
         // Another reader finds the hot slot there, and a change moves it off.
         assert_eq!(b.pin().gfn_to_hva(3), Some(0x10_0000 + 3 * 4096));
@@ -395,5 +398,46 @@ mod tests {
         assert_eq!(b.pin().gfn_to_slot(101).map(|s| s.id()), Some(0));
         w.delete(region(0, 0).key()).unwrap();
         assert_eq!(shared(&a), None);
+        // Emptied, it takes the next slot that proves hot.
+        assert_eq!(b.pin().gfn_to_slot(9).map(|s| s.id()), Some(1));
+        assert_eq!(b.pin().gfn_to_slot(9).map(|s| s.id()), Some(1));
+        assert_eq!(shared(&a), Some(1));
+    }
+
+    /// One reader, two nested views of two generations (the writer published
+    /// a move's INVALID step and waits for the outer view): each view
+    /// answers from its own set however the lookups alternate, for both
+    /// reader kinds, through both caches.
+    #[test]
+    fn nested_views_of_two_generations_keep_apart() {
+        for vcpu in [true, false] {
+            let slots = Memslots::new(Config { address_spaces: 1, ..Config::default() }).unwrap();
+            let mut w = slots.writer().unwrap();
+            w.create(region(0, 0)).unwrap();
+            let reader = if vcpu { slots.reader() } else { slots.device_reader() };
+            let outer = reader.pin();
+            let old = outer.generation();
+            std::thread::scope(|s| {
+                s.spawn(move || w.move_to(region(0, 0).key(), 100).unwrap());
+                while slots.reader().pin().generation() == old {
+                    std::thread::yield_now();
+                }
+                let inner = reader.pin();
+                assert_ne!(inner.generation(), old);
+                for _ in 0..3 {
+                    assert_eq!(outer.gfn_to_slot(1).map(|s| s.id()), Some(0));
+                    assert_eq!(outer.gfn_to_slot(2).map(|s| s.id()), Some(0));
+                    assert_eq!(inner.gfn_to_slot(1).map(|s| s.id()), None, "vcpu {vcpu}");
+                    assert_eq!(inner.gfn_to_hva(2), None, "vcpu {vcpu}");
+                    assert_eq!(outer.gfn_to_slot(101).map(|s| s.id()), None);
+                    assert_eq!(inner.gfn_to_slot(101).map(|s| s.id()), None);
+                }
+                drop(inner);
+                drop(outer);
+            });
+            let view = reader.pin();
+            assert_eq!(view.gfn_to_slot(1).map(|s| s.id()), None);
+            assert_eq!(view.gfn_to_slot(101).map(|s| s.id()), Some(0));
+        }
     }
 }

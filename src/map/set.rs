@@ -69,8 +69,10 @@ pub(crate) struct Set {
     /// Indexed by slot id, up to the highest id the set has held: 8 bytes
     /// a slot where ids are dense, as VMMs allocate them.
     by_id: Vec<Option<SlotPtr>>,
-    /// A slot that served device readers twice in a row (see
-    /// `View::hit`); the writer moves it off slots that leave.
+    /// The first slot that served a device reader twice in a row since the
+    /// cache was last empty (see `View::hit`); the writer moves it to the
+    /// successor of a slot that moves or changes flags, and empties it when
+    /// the slot is deleted.
     last_used: AtomicPtr<Slot>,
 }
 
@@ -112,12 +114,14 @@ impl Set {
         SlotPtr::from_raw(ptr).map(|slot| unsafe { slot.get() })
     }
 
-    /// Makes `slot` the last-used slot unless it already is: a reader only
-    /// reads the cache line when nothing changes.
+    /// Makes `slot` the last-used slot if there is none: the slot stays
+    /// until the writer moves the cache off it, so readers on other cores
+    /// only ever read the cache line and it does not bounce between them.
     #[inline(always)]
     pub(crate) fn offer_last_used(&self, slot: SlotPtr) {
-        // Relaxed: see `last_used`.
-        if self.last_used.load(Ordering::Relaxed) != slot.as_raw() {
+        // Relaxed: see `last_used`. Two readers may both see it empty; either
+        // store leaves a slot of this set there.
+        if self.last_used.load(Ordering::Relaxed).is_null() {
             self.last_used.store(slot.as_raw(), Ordering::Relaxed);
         }
     }

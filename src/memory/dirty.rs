@@ -68,6 +68,14 @@ impl DirtyBitmap {
         self.words.iter().map(|word| word.load(Ordering::Relaxed)).collect()
     }
 
+    /// Whether `page` is marked (false past the slot).
+    #[cfg(feature = "vm-memory")]
+    pub(crate) fn is_marked(&self, page: u64) -> bool {
+        let word = self.words.get(usize::try_from(page / 64).unwrap_or(usize::MAX));
+        // Relaxed: a snapshot of one bit.
+        word.is_some_and(|word| word.load(Ordering::Relaxed) >> (page % 64) & 1 == 1)
+    }
+
     /// Clears the bits of `mask` for the pages from `first_page` on (bit `i`
     /// of `mask[j]` is page `first_page + 64 * j + i`), as
     /// `KVM_CLEAR_DIRTY_LOG` does. `first_page` is a multiple of 64.

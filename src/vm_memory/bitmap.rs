@@ -41,11 +41,7 @@ impl Bitmap for DirtyLog {
     }
 
     fn dirty_at(&self, offset: usize) -> bool {
-        let page = offset as u64 >> PAGE_SHIFT;
-        // A copy of the log: vm-memory asks this only to inspect, never on
-        // an access path.
-        let words = self.0.peek();
-        words.get((page / 64) as usize).is_some_and(|word| word >> (page % 64) & 1 == 1)
+        self.0.is_marked(offset as u64 >> PAGE_SHIFT)
     }
 
     #[inline]

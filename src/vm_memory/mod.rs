@@ -62,15 +62,20 @@
 //!   [`SlotMemory::view`]. A snapshot on the writer's own thread makes the
 //!   writer refuse to start a change
 //!   ([`Error::ViewHeldByWriterThread`](crate::Error::ViewHeldByWriterThread)).
-//!   A leaked snapshot stalls the writer until its thread exits.
-//! - **All snapshots alive on one thread share one layout.** A clone, or a
-//!   `memory()` call while the thread already holds a snapshot, returns the
-//!   layout of the snapshot already held (the writer cannot finish a change
-//!   meanwhile anyway); the next `memory()` after the thread dropped them all
-//!   sees the current layout.
+//!   A leaked snapshot (`mem::forget`) stalls the writer for good: the
+//!   thread's record and its reader leak with it.
+//! - **All snapshots of one handle (and its clones) alive on one thread
+//!   share one layout.** A clone, or a `memory()` call while the thread
+//!   already holds a snapshot of that handle, returns the layout of the
+//!   snapshot already held (the writer cannot finish a change meanwhile
+//!   anyway); the next `memory()` after the thread dropped them all sees the
+//!   current layout. Handles made separately with [`GuestMemorySlots::new`]
+//!   have readers of their own, and their snapshots may show different
+//!   layouts at the same time.
 //! - A thread keeps its reader (and through it the map) after the last
-//!   `GuestMemorySlots` clone is dropped, until it exits or takes a snapshot
-//!   of another `GuestMemorySlots`.
+//!   clone of a `GuestMemorySlots` is dropped, until it exits or takes its
+//!   first snapshot of a handle it has not used before (which clears the
+//!   records of dropped handles).
 //! - `READONLY` binds the guest (and this crate's own
 //!   [`View::write`](crate::View::write)), as `KVM_MEM_READONLY` does:
 //!   vm-memory's backend interface has no permissions, so device writes
