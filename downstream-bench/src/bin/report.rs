@@ -59,44 +59,25 @@ fn main() {
     let mut md = String::new();
     writeln!(md, "{BEGIN}\n## Downstream: the read path as a user's binary gets it\n").unwrap();
     writeln!(md, "Measured from `downstream-bench/`, a separate crate that depends on memslots (`downstream-bench/run`), in three release profiles: cargo's default `release`, `thin` (`lto = \"thin\"`, `codegen-units = 1`) and `fat` (`lto = \"fat\"`). Slots built in random order. Nanoseconds per lookup (criterion medians of 4096 lookups); ratios against the bare sorted `Vec` (under one view) or `ArcSwap<Vec>` (pinned per lookup) of the same run.\n").unwrap();
-    for pattern in ["uniform", "hot"] {
-        writeln!(md, "### Under one view, {pattern} gfns\n").unwrap();
-        writeln!(md, "| N | profile | vCPU reader | device reader | bare Vec | vCPU ÷ Vec | device ÷ Vec |\n| --- | --- | --- | --- | --- | --- | --- |").unwrap();
+    let mut profiles_table = |title: &str, group: &str, peer: &str, short: &str| {
+        writeln!(md, "### {title}\n").unwrap();
+        writeln!(md, "| N | profile | vCPU reader | device reader | {peer} | vCPU ÷ {short} | device ÷ {short} |")
+            .unwrap();
+        writeln!(md, "| --- | --- | --- | --- | --- | --- | --- |").unwrap();
         for n in SIZES {
             for (run, profile) in PROFILES.iter().enumerate() {
-                let [v, d, b] = ["vcpu", "device", "bare Vec"].map(|k| ns(run, &format!("view/{pattern}/{n}/{k}")));
-                writeln!(
-                    md,
-                    "| {n} | {profile} | {} | {} | {} | {} | {} |",
-                    cell(v),
-                    cell(d),
-                    cell(b),
-                    ratio(v, b),
-                    ratio(d, b)
-                )
-                .unwrap();
+                let [v, d, p] = ["vcpu", "device", peer].map(|k| ns(run, &format!("{group}/{n}/{k}")));
+                let cells = [cell(v), cell(d), cell(p), ratio(v, p), ratio(d, p)];
+                writeln!(md, "| {n} | {profile} | {} |", cells.join(" | ")).unwrap();
             }
         }
         writeln!(md).unwrap();
+    };
+    for pattern in ["uniform", "hot"] {
+        profiles_table(&format!("Under one view, {pattern} gfns"), &format!("view/{pattern}"), "bare Vec", "Vec");
     }
-    writeln!(md, "### Pinned per lookup, uniform gfns\n").unwrap();
-    writeln!(md, "| N | profile | vCPU reader | device reader | ArcSwap<Vec> | vCPU ÷ ArcSwap | device ÷ ArcSwap |\n| --- | --- | --- | --- | --- | --- | --- |").unwrap();
-    for n in SIZES {
-        for (run, profile) in PROFILES.iter().enumerate() {
-            let [v, d, a] = ["vcpu", "device", "ArcSwap<Vec>"].map(|k| ns(run, &format!("pinned/uniform/{n}/{k}")));
-            writeln!(
-                md,
-                "| {n} | {profile} | {} | {} | {} | {} | {} |",
-                cell(v),
-                cell(d),
-                cell(a),
-                ratio(v, a),
-                ratio(d, a)
-            )
-            .unwrap();
-        }
-    }
-    writeln!(md, "\n### Two readers on two cores (release profile)\n").unwrap();
+    profiles_table("Pinned per lookup, uniform gfns", "pinned/uniform", "ArcSwap<Vec>", "ArcSwap");
+    writeln!(md, "### Two readers on two cores (release profile)\n").unwrap();
     writeln!(md, "One reader alone, then the same reader while a second reader of the same kind runs the same loop on the other core; ns per lookup under one view.\n").unwrap();
     writeln!(md, "| gfns | N | kind | alone | beside another | ratio |\n| --- | --- | --- | --- | --- | --- |")
         .unwrap();
