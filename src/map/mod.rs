@@ -18,8 +18,8 @@
 //!    it out and a grace period has passed since then.
 //! 4. Every swap gives the newly active set a new generation; a generation
 //!    never repeats, and one read during a swap carries
-//!    `GEN_UPDATE_IN_PROGRESS` and matches none. A per-vCPU cache is trusted
-//!    only in the generation in which it was filled.
+//!    `GEN_UPDATE_IN_PROGRESS` and matches none. A reader's own last-used
+//!    slot is trusted only in the generation in which it was filled.
 //! 5. A change that fails leaves every set, cache and generation exactly as
 //!    before: validation runs before anything is published.
 //! 6. A set holds only live slots: every pointer in its indexes and its
