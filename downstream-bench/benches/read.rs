@@ -8,15 +8,10 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use memslots::Reader;
 use memslots_downstream_bench::peers::{gfns, layout, ArcSwapVec, BareVec, Lookup};
-use memslots_downstream_bench::{build, shuffled};
+use memslots_downstream_bench::{build, shuffled, under_one_view};
 
 const SIZES: [usize; 5] = [8, 32, 509, 4096, 32764];
 const BATCH: usize = 4096;
-
-fn under_one_view(reader: &Reader, queries: &[u64]) {
-    let view = reader.pin();
-    queries.iter().for_each(|&g| _ = black_box(view.gfn_to_hva(black_box(g))));
-}
 
 fn pinned_each(reader: &Reader, queries: &[u64]) {
     queries.iter().for_each(|&g| _ = black_box(reader.pin().gfn_to_hva(black_box(g))));

@@ -2,7 +2,6 @@
 //! second reader of the same kind runs the same loop on another thread.
 //! Each iteration is 4096 lookups under one view, uniform random gfns.
 
-use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -10,7 +9,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use memslots::{Memslots, Reader};
 use memslots_downstream_bench::peers::{gfns, layout};
-use memslots_downstream_bench::{build, shuffled};
+use memslots_downstream_bench::{build, shuffled, under_one_view};
 
 const BATCH: usize = 4096;
 
@@ -20,11 +19,6 @@ fn reader(slots: &Memslots, kind: &str) -> Reader {
     } else {
         slots.device_reader()
     }
-}
-
-fn lookups(reader: &Reader, queries: &[u64]) {
-    let view = reader.pin();
-    queries.iter().for_each(|&g| _ = black_box(view.gfn_to_hva(black_box(g))));
 }
 
 fn two_readers(c: &mut Criterion) {
@@ -37,7 +31,7 @@ fn two_readers(c: &mut Criterion) {
             group.throughput(Throughput::Elements(BATCH as u64));
             for kind in ["vcpu", "device"] {
                 let mine = reader(&slots, kind);
-                group.bench_function(BenchmarkId::new(kind, "alone"), |b| b.iter(|| lookups(&mine, &queries)));
+                group.bench_function(BenchmarkId::new(kind, "alone"), |b| b.iter(|| under_one_view(&mine, &queries)));
                 let stop = AtomicBool::new(false);
                 thread::scope(|s| {
                     s.spawn(|| {
@@ -46,16 +40,16 @@ fn two_readers(c: &mut Criterion) {
                         let (a, b) = queries.split_at(BATCH / 2);
                         let rotated: Vec<u64> = b.iter().chain(a).copied().collect();
                         while !stop.load(Ordering::Relaxed) {
-                            lookups(&other, &rotated);
+                            under_one_view(&other, &rotated);
                         }
                     });
                     // Let the other thread start before measuring.
                     let start = Instant::now();
                     while start.elapsed() < Duration::from_millis(50) {
-                        lookups(&mine, &queries);
+                        under_one_view(&mine, &queries);
                     }
                     group.bench_function(BenchmarkId::new(kind, "beside another"), |b| {
-                        b.iter(|| lookups(&mine, &queries))
+                        b.iter(|| under_one_view(&mine, &queries))
                     });
                     stop.store(true, Ordering::Relaxed);
                 });

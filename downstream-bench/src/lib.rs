@@ -8,7 +8,9 @@
 #[path = "../../benches/common/peers.rs"]
 pub mod peers;
 
-use memslots::Memslots;
+use std::hint::black_box;
+
+use memslots::{Memslots, Reader};
 use peers::{memslots_config, region, Span};
 
 /// A map holding `spans` as slots 0.., created in the given order.
@@ -29,4 +31,12 @@ pub fn shuffled(n: usize) -> Vec<usize> {
         order.swap(i, rng.below(i as u64 + 1) as usize);
     }
     order
+}
+
+/// Looks up every gfn of `queries` under one view of `reader`: the loop the
+/// read benches time.
+#[inline]
+pub fn under_one_view(reader: &Reader, queries: &[u64]) {
+    let view = reader.pin();
+    queries.iter().for_each(|&g| _ = black_box(view.gfn_to_hva(black_box(g))));
 }
