@@ -4,30 +4,37 @@
 //!
 //! Validation applies each operation to the inactive set of its address
 //! space, so each is checked against the state as it evolves inside the
-//! batch, by the same rules (`plan`) as a single call. Readers never see the
-//! inactive sets (invariant 2), so a refused batch is undone there and
-//! nothing was ever published (invariant 5).
+//! batch, by the same rules (`plan`) as a single call; the last one, which
+//! no later operation needs to see, is left for publication to apply.
+//! Readers never see the inactive sets (invariant 2), so a refused batch is
+//! undone there and nothing was ever published (invariant 5).
 
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
+use crate::addr::PAGE_SHIFT;
 use crate::backend::{Backend, SlotChange};
 use crate::error::Error;
 use crate::map::batch::{BatchError, Op};
 use crate::map::order::backend_order;
 use crate::map::plan::{plan, Change, Plan};
-use crate::map::set::Set;
+use crate::map::set::{self, Set};
 use crate::map::shared::Inner;
 use crate::map::slot::{Region, Slot, SlotKey, SlotPtr, UserMemoryRegion};
 use crate::memory::backing::Backing;
 use crate::sync::{AtomicBool, Ordering};
 
 /// What a batch did to one slot key: the slot before (`orig`, in both sets)
-/// and after (`fin`, in the inactive set once validated).
+/// and after (`fin`).
 #[derive(Clone, Copy)]
 struct Net {
     orig: Option<SlotPtr>,
     fin: Option<SlotPtr>,
+    /// What the inactive set holds for the key: `fin`, but for the batch's
+    /// last operation, which validation checks and leaves for `publish` to
+    /// apply (no later operation needs to see it, and a delete or move then
+    /// goes from `orig` straight to its INVALID copy in place).
+    held: Option<SlotPtr>,
     /// The last operation on the key, named when the backend refuses it.
     index: usize,
     /// The INVALID copy of `orig` published while the change is under way
@@ -135,7 +142,7 @@ impl<'a, B: Backend> Engine<'a, B> {
     fn run_unguarded(mut self, ops: &[Op]) -> Result<Vec<Change>, BatchError> {
         let mut changes = Vec::with_capacity(ops.len());
         for (index, op) in ops.iter().enumerate() {
-            match self.apply(index, op.clone()) {
+            match self.apply(index, op.clone(), index + 1 == ops.len()) {
                 Ok(change) => changes.push(change),
                 Err(error) => return Err(self.undo(Some(index), error)),
             }
@@ -166,9 +173,13 @@ impl<'a, B: Backend> Engine<'a, B> {
         Ok(changes)
     }
 
-    /// Validates one operation against the inactive set and applies it there.
-    fn apply(&mut self, index: usize, op: Op) -> Result<Change, Error> {
+    /// Validates one operation against the inactive set and applies it there
+    /// (unless it is the `last` of the batch).
+    fn apply(&mut self, index: usize, op: Op, last: bool) -> Result<Change, Error> {
         let (raw, backing) = self.resolve(op)?;
+        if index == 0 {
+            self.warm(&raw);
+        }
         let key = raw.key();
         let mut set = None;
         let plan = plan(
@@ -201,13 +212,42 @@ impl<'a, B: Backend> Engine<'a, B> {
                 (Some(old), None)
             }
         };
-        // `plan` found `old` in this set and checked that `new` overlaps
-        // nothing but `old`; the batch frees `new` only out of every set.
-        // SAFETY: `replace`'s contract, as just said (invariants 3 and 6).
-        self.edit(key.as_id, |set| unsafe { set.replace(old, new) });
-        let net = self.nets.entry(key).or_insert(Net { orig: old, fin: old, index, invalid: None });
+        if !last {
+            // `plan` found `old` in this set and checked that `new` overlaps
+            // nothing but `old`; the batch frees `new` only out of every set.
+            // SAFETY: `replace`'s contract, as just said (invariants 3 and 6).
+            self.edit(key.as_id, |set| unsafe { set.replace(old, new) });
+        }
+        let net = self.nets.entry(key).or_insert(Net { orig: old, fin: old, held: old, index, invalid: None });
         (net.fin, net.index) = (new, index);
+        if !last {
+            net.held = new;
+        }
         Ok(plan.change())
+    }
+
+    /// Loads the paths that `raw` will edit in both sets of its address
+    /// space at once (`set::warm`), before validation walks the inactive one
+    /// and the edits walk both in turn. Done for a batch's first operation:
+    /// the writer then often starts with cold caches, and later operations
+    /// mostly find them warm.
+    fn warm(&self, raw: &UserMemoryRegion) {
+        let key = raw.key();
+        if key.as_id >= self.inner.limits.address_spaces {
+            return;
+        }
+        let active = self.inner.spaces[usize::from(key.as_id)].active().0;
+        // The writer only reads the active set, as readers do: no one edits
+        // it, as only the writer edits sets (invariant 7) and only inactive
+        // ones (invariant 2).
+        // SAFETY: as just said.
+        let active = unsafe { active.deref() };
+        self.edit(key.as_id, |inactive| {
+            let new = raw.guest_phys_addr >> PAGE_SHIFT;
+            let old = inactive.by_id(key.id).map_or(new, Slot::base_gfn);
+            let (gfns, hva) = ([old, new], raw.userspace_addr);
+            set::warm(&mut [active.descents(gfns, hva, key.id), inactive.descents(gfns, hva, key.id)]);
+        });
     }
 
     /// The raw request of an operation, with the single calls' own errors,
@@ -257,10 +297,10 @@ impl<'a, B: Backend> Engine<'a, B> {
             self.nets.iter().filter(|(_, net)| net.cancelled()).map(|(&key, _)| key).collect();
         for key in cancelled {
             let net = self.nets.remove(&key).unwrap_or_else(|| unreachable!("listed above"));
-            if net.fin != net.orig {
-                // SAFETY: `fin` is in the set; `orig` is live (it is in the
+            if net.held != net.orig {
+                // SAFETY: `held` is in the set; `orig` is live (it is in the
                 // active set) and has the same range.
-                self.edit(key.as_id, |set| unsafe { set.replace(net.fin, net.orig) });
+                self.edit(key.as_id, |set| unsafe { set.replace(net.held, net.orig) });
             }
         }
     }
@@ -269,7 +309,7 @@ impl<'a, B: Backend> Engine<'a, B> {
     /// made; the batch fails with `error`.
     fn undo(mut self, index: Option<usize>, error: Error) -> BatchError {
         let nets = core::mem::take(&mut self.nets);
-        self.rewrite(&nets, |net| net.fin, |net| net.orig);
+        self.rewrite(&nets, |net| net.held, |net| net.orig);
         self.free_made(None);
         BatchError { index, error }
     }
@@ -283,19 +323,22 @@ impl<'a, B: Backend> Engine<'a, B> {
         from: impl Fn(&Net) -> Option<SlotPtr>,
         to: impl Fn(&Net) -> Option<SlotPtr>,
     ) {
-        for (key, net) in nets {
+        // Keys whose slot stays as it is are left alone.
+        let changing = || nets.iter().filter(|(_, net)| from(net) != to(net));
+        for (key, net) in changing() {
             if let Some(old) = from(net) {
                 // SAFETY: the caller names slots the set holds; the cache
                 // moves to a slot inserted below.
                 self.edit(key.as_id, |set| unsafe { set.remove(old, to(net)) });
             }
         }
-        for (key, net) in nets {
+        for (key, net) in changing() {
             if let Some(new) = to(net) {
                 // Live until the batch frees it, after it left every set; the
-                // state `to` names was validated or published before.
+                // state `to` names was validated or published before; the
+                // loop above removed `from(net)` with `new` as its successor.
                 // SAFETY: `insert`'s contract, as just said (invariant 6).
-                self.edit(key.as_id, |set| unsafe { set.insert(new) });
+                self.edit(key.as_id, |set| unsafe { set.insert(new, from(net)) });
             }
         }
     }
@@ -317,19 +360,28 @@ impl<'a, B: Backend> Engine<'a, B> {
     /// deleted or moved, the final swap, the catch-up, then frees what left.
     fn publish(&mut self, order: &[(SlotChange, usize)]) {
         let mut nets = core::mem::take(&mut self.nets);
-        self.free_made(Some(&nets));
         for net in nets.values_mut().filter(|net| net.invalidates()) {
             let copy = Net::slot(net.orig).map(Slot::invalid_copy);
             net.invalid = copy.map(|copy| alloc_slot(self.inner, copy));
         }
         let invalidating = address_spaces(nets.iter().filter(|(_, net)| net.invalid.is_some()));
         let touched = address_spaces(nets.iter());
-        if !invalidating.is_empty() {
-            let some: BTreeMap<SlotKey, Net> =
-                nets.iter().filter(|(key, _)| invalidating.contains(&key.as_id)).map(|(k, n)| (*k, *n)).collect();
-            // Those inactive sets hold the final state: make it the original
-            // one with INVALID copies of the deleted and moved slots.
-            self.rewrite(&some, |net| net.fin, Net::first_published);
+        // The nets of the address spaces that go through an INVALID swap,
+        // and those of the others (split only when a batch has both).
+        let split: (BTreeMap<SlotKey, Net>, BTreeMap<SlotKey, Net>);
+        let (through_invalid, direct) = if invalidating.is_empty() {
+            (None, Some(&nets))
+        } else if invalidating.len() == touched.len() {
+            (Some(&nets), None)
+        } else {
+            split = nets.iter().map(|(k, n)| (*k, *n)).partition(|(key, _)| invalidating.contains(&key.as_id));
+            (Some(&split.0), Some(&split.1))
+        };
+        if let Some(some) = through_invalid {
+            // Those inactive sets hold what validation left there: make it
+            // the original state with INVALID copies of the deleted and moved
+            // slots.
+            self.rewrite(some, |net| net.held, Net::first_published);
             self.swap_and_wait(&invalidating);
             // A hook that unwinds here would leave the INVALID copies
             // published for good: swap the original state back in first.
@@ -339,8 +391,14 @@ impl<'a, B: Backend> Engine<'a, B> {
             }
             core::mem::forget(restore);
             // The sets now inactive hold the original state.
-            self.rewrite(&some, |net| net.orig, |net| net.fin);
+            self.rewrite(some, |net| net.orig, |net| net.fin);
         }
+        if let Some(rest) = direct {
+            // The other inactive sets get the final state.
+            self.rewrite(rest, |net| net.held, |net| net.fin);
+        }
+        // No set holds what validation made and the batch did not keep.
+        self.free_made(Some(&nets));
         self.swap_and_wait(&touched);
         // Catch up the sets left behind.
         self.rewrite(&nets, Net::first_published, |net| net.fin);

@@ -19,7 +19,9 @@
 //! 4. Every swap gives the newly active set a new generation; a generation
 //!    never repeats, and one read during a swap carries
 //!    `GEN_UPDATE_IN_PROGRESS` and matches none. A reader's own last-used
-//!    slot is trusted only in the generation in which it was filled.
+//!    slot is filled only by a view of a published generation, and while it
+//!    holds a slot every live view of the reader has that generation
+//!    (`View::new` empties it otherwise), so a lookup uses it unchecked.
 //! 5. A change that fails leaves every set, cache and generation exactly as
 //!    before: validation runs before anything is published.
 //! 6. A set holds only live slots: every pointer in its indexes and its
@@ -36,7 +38,7 @@ mod batch;
 mod commit;
 mod epoch;
 mod gfn_index;
-mod interval;
+mod hva_index;
 mod order;
 mod plan;
 mod reader;
@@ -64,6 +66,18 @@ use crate::sync::Ordering;
 use crate::wait::{SpinThenYield, Wait};
 use plan::Limits;
 use shared::Inner;
+
+/// The proptest settings of the index tests: 128 cases, or under miri 4
+/// and no failure file (its isolation forbids writing one).
+#[cfg(test)]
+fn index_proptest_config() -> proptest::prelude::ProptestConfig {
+    use proptest::prelude::ProptestConfig;
+    if cfg!(miri) {
+        ProptestConfig { cases: 4, failure_persistence: None, ..ProptestConfig::default() }
+    } else {
+        ProptestConfig::with_cases(128)
+    }
+}
 use space::AddressSpace;
 
 /// The shape of a VM's slot map.

@@ -14,6 +14,10 @@ use crate::map::plan::Change;
 /// moves into. Moves that free each other's ranges in a cycle (two slots
 /// trading places) keep key order: no one-at-a-time order can do them.
 pub(crate) fn backend_order(changes: &mut [(SlotChange, usize)]) {
+    // A single change (most calls) needs no order, nor the cold code below.
+    if changes.len() < 2 {
+        return;
+    }
     changes.sort_by_key(|(change, _)| (kind_rank(change.kind()), change.key));
     let first = changes.partition_point(|(c, _)| kind_rank(c.kind()) < kind_rank(Change::Moved));
     let end = changes.partition_point(|(c, _)| kind_rank(c.kind()) <= kind_rank(Change::Moved));

@@ -160,7 +160,7 @@ pub(crate) fn plan<'s>(
             }
         }
     };
-    match set.first_overlap(new.base_gfn..new.end_gfn(), key) {
+    match set.first_overlap(new.base_gfn..new.end_gfn(), old) {
         Some(with) => Err(Error::Overlap { key, with }),
         None => Ok(plan),
     }

@@ -6,25 +6,14 @@ use core::fmt;
 use core::ops::Range;
 use core::ptr::NonNull;
 
-use crate::addr::{Gfn, Hva};
+use crate::addr::{Gfn, Hva, PAGE_SHIFT};
 use crate::error::Error;
 use crate::map::epoch::{Entry, Epochs};
-use crate::map::set::{Hit, Set};
+use crate::map::set::Set;
 use crate::map::shared::Inner;
-use crate::map::slot::Slot;
+use crate::map::slot::{Slot, SlotPtr};
 use crate::map::space::GEN_UPDATE_IN_PROGRESS;
 use crate::sync::ConstPtr;
-
-/// The reader's own last-used slot, trusted only in the generation it was
-/// filled (invariant 4).
-#[derive(Clone, Copy)]
-struct LocalCache {
-    hit: Option<Hit>,
-    generation: u64,
-    /// A device reader has offered this slot to the set's shared last-used
-    /// slot (or found it there).
-    shared: bool,
-}
 
 /// A thread's handle for looking up slots: one per vCPU
 /// ([`Memslots::reader`]) or per device thread ([`Memslots::device_reader`]).
@@ -47,7 +36,17 @@ pub struct Reader {
     /// cleared by the last.
     views: Cell<u32>,
     as_id: u16,
-    cache: Cell<LocalCache>,
+    /// The reader's own last-used slot: one pointer, so that filling it
+    /// after a miss is one store and checking it needs nothing else.
+    /// Filled only by views of `cache_generation`, and while it holds a
+    /// slot every live view of the reader has that generation (see
+    /// `View::new`, invariant 4).
+    cache: Cell<Option<SlotPtr>>,
+    /// A published generation, or `NO_GENERATION`.
+    cache_generation: Cell<u64>,
+    /// A device reader has offered the cached slot to the set's shared
+    /// last-used slot (or found it there).
+    cache_shared: Cell<bool>,
     /// Device readers also use the set's shared last-used slot.
     vcpu: bool,
 }
@@ -60,9 +59,17 @@ unsafe impl Send for Reader {}
 
 impl Reader {
     pub(crate) fn new(inner: Arc<Inner>, vcpu: bool) -> Reader {
-        let cache = LocalCache { hit: None, generation: GEN_UPDATE_IN_PROGRESS, shared: false };
         let entry = inner.epochs.register();
-        Reader { inner, entry, views: Cell::new(0), as_id: 0, cache: Cell::new(cache), vcpu }
+        Reader {
+            inner,
+            entry,
+            views: Cell::new(0),
+            as_id: 0,
+            cache: Cell::new(None),
+            cache_generation: Cell::new(NO_GENERATION),
+            cache_shared: Cell::new(false),
+            vcpu,
+        }
     }
 
     #[inline(always)]
@@ -187,10 +194,23 @@ impl Drop for Pin<'_> {
 
 impl<'r> View<'r> {
     /// The view of a reader that has just entered (or re-entered).
+    ///
+    /// Keeps the rule of the reader's cache: while it holds a slot, every
+    /// live view of the reader has the cache's generation. The reader's
+    /// only view takes the cache over for its generation, if that is a
+    /// published one; a view of another generation beside others empties
+    /// it and stops it being filled until the reader next has one view. So
+    /// a lookup needs no generation check to use it.
     #[inline(always)]
     fn new(pin: Pin<'r>) -> View<'r> {
         let reader = pin.reader;
         let (set, generation) = reader.inner.spaces[usize::from(reader.as_id)].active();
+        if generation != reader.cache_generation.get() {
+            let alone = reader.views.get() == 1;
+            let published = generation & GEN_UPDATE_IN_PROGRESS == 0;
+            reader.cache.set(None);
+            reader.cache_generation.set(if alone && published { generation } else { NO_GENERATION });
+        }
         View { set, generation, pin }
     }
 
@@ -251,20 +271,15 @@ impl<'r> View<'r> {
     /// The slot holding `gfn`.
     #[inline(always)]
     pub fn gfn_to_slot(&self, gfn: Gfn) -> Option<&Slot> {
-        let hit = self.hit(gfn)?;
-        // The hit is from the viewed set (a cached one only in the generation
-        // it was filled in, invariant 4), unedited while the view lives.
-        // SAFETY: invariants 2, 4 and 6 (a set holds only live slots).
-        let slot = unsafe { hit.entry.slot.get() };
-        slot.touch();
-        Some(slot)
+        self.hit(gfn)
     }
 
-    /// The host address backing `gfn`. This reads only the gfn index (or
-    /// the cache), never the slot object.
+    /// The host address backing `gfn`. This reads the reader's cache or
+    /// the gfn index, and the first cache line of the slot object.
     #[inline(always)]
     pub fn gfn_to_hva(&self, gfn: Gfn) -> Option<Hva> {
-        self.hit(gfn)?.hva(gfn)
+        let slot = self.hit(gfn)?;
+        Some(slot.hva() + ((gfn - slot.base_gfn()) << PAGE_SHIFT))
     }
 
     /// The usable slot holding `gfn`, through the reader's caches.
@@ -277,37 +292,46 @@ impl<'r> View<'r> {
     /// them; after a change, when every reader's own cache is stale, the
     /// shared slot (moved on by the writer) still answers.
     #[inline(always)]
-    fn hit(&self, gfn: Gfn) -> Option<Hit> {
+    fn hit(&self, gfn: Gfn) -> Option<&Slot> {
         let set = self.set();
         let reader = self.reader();
-        let cached = reader.cache.get();
-        if cached.generation == self.generation {
-            if let Some(hit) = cached.hit.filter(|hit| hit.contains(gfn)) {
-                if !reader.vcpu && !cached.shared {
-                    set.offer_last_used(hit.entry.slot);
-                    reader.cache.set(LocalCache { shared: true, ..cached });
+        if let Some(cached) = reader.cache.get() {
+            // The view's generation is the cache's (`View::new`), so the slot
+            // came from the viewed set, unedited while the view lives, and
+            // was usable.
+            // SAFETY: invariants 2, 4 and 6 (a set holds only live slots).
+            let slot = unsafe { cached.get() };
+            slot.touch();
+            if slot.contains(gfn) {
+                if !reader.vcpu && !reader.cache_shared.get() {
+                    set.offer_last_used(cached);
+                    reader.cache_shared.set(true);
                 }
-                return Some(hit);
+                return Some(slot);
             }
         }
         if !reader.vcpu {
             if let Some(slot) = set.last_used().filter(|slot| slot.contains(gfn)) {
-                let hit = usable(slot).map(Hit::of)?;
-                self.fill(hit, true);
-                return Some(hit);
+                let slot = usable(slot)?;
+                self.fill(slot, true);
+                return Some(slot);
             }
         }
-        let hit = set.lookup(gfn)?;
-        self.fill(hit, false);
-        Some(hit)
+        let slot = set.lookup(gfn)?;
+        self.fill(slot, false);
+        Some(slot)
     }
 
-    /// Keeps `hit` in the reader's own cache, if the view's generation is a
-    /// published one (invariant 4).
+    /// Keeps `slot` in the reader's own cache, if that belongs to this
+    /// view's generation.
     #[inline(always)]
-    fn fill(&self, hit: Hit, shared: bool) {
-        if self.generation & GEN_UPDATE_IN_PROGRESS == 0 {
-            self.reader().cache.set(LocalCache { hit: Some(hit), generation: self.generation, shared });
+    fn fill(&self, slot: &Slot, shared: bool) {
+        let reader = self.reader();
+        if reader.cache_generation.get() == self.generation {
+            reader.cache.set(Some(SlotPtr::of(slot)));
+            if !reader.vcpu {
+                reader.cache_shared.set(shared);
+            }
         }
     }
 
@@ -346,8 +370,12 @@ impl fmt::Debug for View<'_> {
     }
 }
 
+/// The reader's cache generation when no view may fill the cache: above any
+/// generation a map reaches (it steps by at most 2^16 a swap).
+const NO_GENERATION: u64 = u64::MAX;
+
 /// A slot a lookup may return: not one being deleted or moved.
-#[inline]
+#[inline(always)]
 fn usable(slot: &Slot) -> Option<&Slot> {
     slot.touch();
     (!slot.is_invalid()).then_some(slot)

@@ -1,4 +1,4 @@
-//! One slot set: the ordered gfn index, the hva interval index, the id index,
+//! One slot set: the ordered gfn index, the hva index, the id index,
 //! the shared last-used cache and the generation.
 //!
 //! Readers only use a set while it is active and they are pinned; the writer
@@ -14,58 +14,15 @@
 use alloc::vec::Vec;
 use core::ops::Range;
 
-use crate::addr::{Gfn, Hva, PAGE_SHIFT};
-use crate::map::gfn_index::GfnIndex;
-use crate::map::interval::IntervalTree;
+use crate::addr::{Gfn, Hva};
+use crate::map::gfn_index::{self, GfnIndex};
+use crate::map::hva_index::{self, HvaIndex, Key};
 use crate::map::slot::{Slot, SlotKey, SlotPtr};
 use crate::sync::{AtomicPtr, Ordering};
 
-/// What a lookup needs of a slot, kept in the gfn index beside the pointer
-/// so that a lookup does not read the slot object (slots never change, so
-/// the copy cannot go stale).
-#[derive(Clone, Copy)]
-pub(crate) struct Entry {
-    /// 0 for an INVALID slot, which no lookup may return.
-    npages: u64,
-    hva: Hva,
-    pub(crate) slot: SlotPtr,
-}
-
-impl Entry {
-    fn of(slot: &Slot, ptr: SlotPtr) -> Entry {
-        let npages = if slot.is_invalid() { 0 } else { slot.npages() };
-        Entry { npages, hva: slot.hva(), slot: ptr }
-    }
-}
-
-/// A lookup's result: the entry and the slot's first gfn.
-#[derive(Clone, Copy)]
-pub(crate) struct Hit {
-    pub(crate) base_gfn: Gfn,
-    pub(crate) entry: Entry,
-}
-
-impl Hit {
-    pub(crate) fn of(slot: &Slot) -> Hit {
-        Hit { base_gfn: slot.base_gfn(), entry: Entry::of(slot, SlotPtr::of(slot)) }
-    }
-
-    /// Whether the (usable) slot holds `gfn`.
-    #[inline(always)]
-    pub(crate) fn contains(&self, gfn: Gfn) -> bool {
-        gfn.wrapping_sub(self.base_gfn) < self.entry.npages
-    }
-
-    /// The host address of `gfn`, if the (usable) slot holds it.
-    #[inline(always)]
-    pub(crate) fn hva(&self, gfn: Gfn) -> Option<Hva> {
-        self.contains(gfn).then(|| self.entry.hva + ((gfn - self.base_gfn) << PAGE_SHIFT))
-    }
-}
-
 pub(crate) struct Set {
-    by_gfn: GfnIndex<Entry>,
-    by_hva: IntervalTree<SlotPtr>,
+    by_gfn: GfnIndex<SlotPtr>,
+    by_hva: HvaIndex<SlotPtr>,
     /// Indexed by slot id, up to the highest id the set has held: 8 bytes
     /// a slot where ids are dense, as VMMs allocate them.
     by_id: Vec<Option<SlotPtr>>,
@@ -80,26 +37,33 @@ impl Set {
     pub(crate) fn new() -> Set {
         Set {
             by_gfn: GfnIndex::new(),
-            by_hva: IntervalTree::new(),
+            by_hva: HvaIndex::new(),
             by_id: Vec::new(),
             last_used: AtomicPtr::new(core::ptr::null_mut()),
         }
     }
 
-    /// The usable slot holding `gfn`, without reading the slot object.
+    /// The usable slot holding `gfn`: the gfn index and the first cache
+    /// line of one slot object.
     #[inline(always)]
-    pub(crate) fn lookup(&self, gfn: Gfn) -> Option<Hit> {
-        let (base_gfn, entry) = self.by_gfn.floor(gfn)?;
-        let hit = Hit { base_gfn, entry };
-        hit.contains(gfn).then_some(hit)
+    pub(crate) fn lookup(&self, gfn: Gfn) -> Option<&Slot> {
+        let (_, ptr) = self.by_gfn.floor(gfn)?;
+        // SAFETY: a set holds only live slots (invariant 6).
+        let slot = unsafe { ptr.get() };
+        slot.touch();
+        (slot.contains(gfn) & !slot.is_invalid()).then_some(slot)
     }
 
-    /// The slot whose range holds `gfn`, INVALID ones included.
-    pub(crate) fn search(&self, gfn: Gfn) -> Option<&Slot> {
-        let (_, entry) = self.by_gfn.floor(gfn)?;
-        // SAFETY: a set holds only live slots (invariant 6).
-        let slot = unsafe { entry.slot.get() };
-        slot.contains(gfn).then_some(slot)
+    /// The walks an edit makes in this set to change a slot's first gfn
+    /// from `gfns[0]` to `gfns[1]` and its entry at host address `hva` with
+    /// id `id`, to be loaded ahead by `warm`.
+    pub(crate) fn descents(&self, gfns: [Gfn; 2], hva: Hva, id: u16) -> Descents<'_> {
+        core::hint::black_box(self.ptr_by_id(id));
+        Descents {
+            gfn: self.by_gfn.descent(gfns[0]),
+            new_gfn: (gfns[1] != gfns[0]).then(|| self.by_gfn.descent(gfns[1])),
+            hva: self.by_hva.descent(hva, id),
+        }
     }
 
     /// The set's last-used slot, if any.
@@ -126,27 +90,23 @@ impl Set {
         }
     }
 
-    /// The slots intersecting `gfns`, in gfn order, INVALID ones included.
+    /// The slots intersecting `gfns`, in gfn order, INVALID ones included;
+    /// none for an empty range.
     pub(crate) fn in_gfn_range(&self, gfns: Range<Gfn>) -> impl Iterator<Item = &Slot> + '_ {
-        // Start at the slot holding `gfns.start`, if one does, so the walk
-        // yields exactly the intersecting slots; an empty range yields none.
-        let first = match self.search(gfns.start) {
-            Some(slot) => slot.base_gfn(),
-            None => gfns.start,
-        };
-        let walk = (!gfns.is_empty()).then(|| self.by_gfn.iter_from(first));
+        let walk = (!gfns.is_empty()).then(|| self.by_gfn.walk_from(gfns.start));
         walk.into_iter()
             .flatten()
+            .take_while(move |&(base, _)| base < gfns.end)
             // SAFETY: a set holds only live slots (invariant 6).
-            .map(|entry| unsafe { entry.slot.get() })
-            .take_while(move |slot| slot.base_gfn() < gfns.end)
+            .map(|(_, slot)| unsafe { slot.get() })
+            // Only the first, the slot below `gfns.start`, may end before it.
+            .skip_while(move |slot| slot.end_gfn() <= gfns.start)
     }
 
     /// The slots whose host range intersects `hvas`, by host address.
     pub(crate) fn in_hva_range(&self, hvas: Range<u64>) -> impl Iterator<Item = &Slot> + '_ {
-        let walk = (!hvas.is_empty()).then(|| self.by_hva.overlapping(hvas));
         // SAFETY: a set holds only live slots (invariant 6).
-        walk.into_iter().flatten().map(|slot| unsafe { slot.get() })
+        self.by_hva.overlapping(hvas, hva_key).map(|slot| unsafe { slot.get() })
     }
 
     pub(crate) fn by_id(&self, id: u16) -> Option<&Slot> {
@@ -158,10 +118,18 @@ impl Set {
         self.by_id.get(usize::from(id)).copied().flatten()
     }
 
-    /// The first slot other than `key`'s that intersects `gfns`: an O(log n)
-    /// range query.
-    pub(crate) fn first_overlap(&self, gfns: Range<Gfn>, key: SlotKey) -> Option<SlotKey> {
-        self.in_gfn_range(gfns).map(Slot::key).find(|other| *other != key)
+    /// The first slot other than `except` that intersects `gfns` (not
+    /// empty): an O(log n) range query that reads one slot object at most,
+    /// the one below `gfns.start`, unless a slot overlaps.
+    pub(crate) fn first_overlap(&self, gfns: Range<Gfn>, except: Option<SlotPtr>) -> Option<SlotKey> {
+        self.by_gfn
+            .walk_from(gfns.start)
+            .take_while(|&(base, _)| base < gfns.end)
+            .filter(|&(_, slot)| Some(slot) != except)
+            // SAFETY: a set holds only live slots (invariant 6).
+            .map(|(base, slot)| (base, unsafe { slot.get() }))
+            .find(|&(base, slot)| base >= gfns.start || slot.end_gfn() > gfns.start)
+            .map(|(_, slot)| slot.key())
     }
 
     /// Every slot of the set, by id.
@@ -189,23 +157,32 @@ impl Set {
             unsafe { self.remove(old, new) };
         }
         if let Some(new) = new {
-            // SAFETY: per the caller.
-            unsafe { self.insert(new) };
+            // SAFETY: per the caller; `old` was removed just above, told
+            // that `new` succeeds it.
+            unsafe { self.insert(new, old) };
         }
     }
 
     /// Takes `old` out of every index and moves the last-used cache from it
-    /// to `successor` (or empties it). Writer only, while the set is
-    /// inactive.
+    /// to `successor` (or empties it). Where `successor` will take the same
+    /// place (see `Place`), `old` stays until `insert` puts the successor
+    /// over it, which then reads no other slot. Writer only, while the set
+    /// is inactive.
     ///
     /// # Safety
-    /// `old` is in this set; `successor`, if given, is in the set, or will
-    /// be inserted before the set is next published.
+    /// `old` is in this set; `successor`, if given, is live, and is next
+    /// given to `insert` with `old` as its predecessor, before the set is
+    /// published.
     pub(crate) unsafe fn remove(&mut self, old: SlotPtr, successor: Option<SlotPtr>) {
-        // SAFETY: `old` is in this set, so it is live (invariant 6).
-        let slot = unsafe { old.get() };
-        self.by_gfn.remove(slot.base_gfn());
-        self.by_hva.remove(slot.hva(), slot.id().into());
+        // SAFETY: `old` is in this set, so it is live (invariant 6), and so
+        // is `successor`, per the caller.
+        let (slot, kept) = unsafe { (old.get(), Place::shared(old, successor)) };
+        if !kept.gfn {
+            self.by_gfn.remove(slot.base_gfn());
+        }
+        if !kept.hva {
+            self.by_hva.remove(old, hva_key);
+        }
         self.by_id[usize::from(slot.id())] = None;
         let successor = successor.map_or(core::ptr::null_mut(), SlotPtr::as_raw);
         // One compare-exchange moves the cache off the old slot and leaves
@@ -214,16 +191,25 @@ impl Set {
         let _ = self.last_used.compare_exchange(old.as_raw(), successor, Ordering::Relaxed, Ordering::Relaxed);
     }
 
-    /// Puts `new` in every index. Writer only, while the set is inactive.
+    /// Puts `new` in every index: over `predecessor` where it takes the
+    /// same place, else anew. Writer only, while the set is inactive.
     ///
     /// # Safety
     /// `new` is a live slot that stays allocated for as long as this set
-    /// holds it (invariant 6), and overlaps no slot of the set.
-    pub(crate) unsafe fn insert(&mut self, new: SlotPtr) {
+    /// holds it (invariant 6), and overlaps no slot of the set;
+    /// `predecessor`, if given, was last given to `remove` with `new` as its
+    /// successor (so it is still where they share a place, and live).
+    pub(crate) unsafe fn insert(&mut self, new: SlotPtr, predecessor: Option<SlotPtr>) {
         // SAFETY: live, per the caller.
-        let slot = unsafe { new.get() };
-        self.by_gfn.insert(slot.base_gfn(), Entry::of(slot, new));
-        self.by_hva.insert(slot.hva_range(), slot.id().into(), new);
+        let (slot, kept) = unsafe { (new.get(), Place::shared(new, predecessor)) };
+        // A predecessor not found where the contract says it is would stay
+        // behind: then `new` goes in anew, as if it had none.
+        if !(kept.gfn && self.by_gfn.replace(slot.base_gfn(), new)) {
+            self.by_gfn.insert(slot.base_gfn(), new);
+        }
+        if !(kept.hva && predecessor.is_some_and(|old| self.by_hva.replace(old, new, hva_key))) {
+            self.by_hva.insert(new, hva_key);
+        }
         let id = usize::from(slot.id());
         if id >= self.by_id.len() {
             // Grow by an eighth, not by doubling: the table ends near the
@@ -234,4 +220,56 @@ impl Set {
         }
         self.by_id[id] = Some(new);
     }
+}
+
+/// Which indexes key two slots alike, so that one can take the other's
+/// entry there without a search: the gfn index by first gfn, the hva index
+/// by host range and id. A move keeps its host range, a flag change and an
+/// INVALID copy keep both.
+struct Place {
+    gfn: bool,
+    hva: bool,
+}
+
+impl Place {
+    /// # Safety
+    /// Both slots are live.
+    unsafe fn shared(a: SlotPtr, b: Option<SlotPtr>) -> Place {
+        let Some(b) = b else { return Place { gfn: false, hva: false } };
+        // SAFETY: per the caller.
+        let (a, b) = unsafe { (a.get(), b.get()) };
+        Place { gfn: a.base_gfn() == b.base_gfn(), hva: a.hva_range() == b.hva_range() && a.id() == b.id() }
+    }
+}
+
+/// The host range and id of a slot in the hva index, read from the slot:
+/// the index keeps only the pointers.
+fn hva_key(slot: &SlotPtr) -> Key {
+    // SAFETY: the index holds only slots of its set, which are live
+    // (invariant 6), and the slot being inserted, live per `insert`'s
+    // contract.
+    let slot = unsafe { slot.get() };
+    let hvas = slot.hva_range();
+    Key { start: hvas.start, end: hvas.end, tag: slot.id() }
+}
+
+/// The walks of one set that `warm` runs.
+pub(crate) struct Descents<'a> {
+    gfn: gfn_index::Descent<'a, SlotPtr>,
+    new_gfn: Option<gfn_index::Descent<'a, SlotPtr>>,
+    hva: hva_index::Descent<'a, SlotPtr>,
+}
+
+impl Descents<'_> {
+    fn step(&mut self) -> bool {
+        self.gfn.step() | self.new_gfn.as_mut().is_some_and(gfn_index::Descent::step) | self.hva.step()
+    }
+}
+
+/// Loads the nodes of several sets' walks level by level, all walks at
+/// once. With cold caches an edit waits for every node it visits in turn (a
+/// miss, often a TLB miss too); loaded in lockstep first, the misses of all
+/// the walks of a change, in both sets, overlap.
+pub(crate) fn warm(sets: &mut [Descents<'_>]) {
+    while sets.iter_mut().fold(false, |any, set| set.step() | any) {}
 }

@@ -246,11 +246,13 @@ impl Slot {
     }
 
     /// The first guest frame.
+    #[inline(always)]
     pub fn base_gfn(&self) -> Gfn {
         self.region.base_gfn
     }
 
     /// The number of pages.
+    #[inline(always)]
     pub fn npages(&self) -> u64 {
         self.region.npages
     }
@@ -266,6 +268,7 @@ impl Slot {
     }
 
     /// The host address backing the first frame.
+    #[inline(always)]
     pub fn hva(&self) -> Hva {
         self.region.hva
     }
@@ -281,18 +284,19 @@ impl Slot {
     }
 
     /// Whether `gfn` falls inside the slot.
-    #[inline]
+    #[inline(always)]
     pub fn contains(&self, gfn: Gfn) -> bool {
         gfn.wrapping_sub(self.region.base_gfn) < self.region.npages
     }
 
     /// The host address of `gfn`, if the slot holds it.
-    #[inline]
+    #[inline(always)]
     pub fn gfn_to_hva(&self, gfn: Gfn) -> Option<Hva> {
         let offset = gfn.wrapping_sub(self.region.base_gfn);
         (offset < self.region.npages).then(|| self.region.hva + (offset << PAGE_SHIFT))
     }
 
+    #[inline(always)]
     pub(crate) fn is_invalid(&self) -> bool {
         self.invalid
     }
@@ -319,6 +323,7 @@ impl SlotPtr {
     }
 
     /// The pointer to a slot the caller holds.
+    #[inline(always)]
     pub(crate) fn of(slot: &Slot) -> SlotPtr {
         SlotPtr(core::ptr::NonNull::from(slot))
     }
