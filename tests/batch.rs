@@ -774,6 +774,74 @@ fn batches_that_cancel_out_publish_nothing() {
     assert_eq!(w.delete(key(0, 1)), Ok(Change::Deleted));
 }
 
+/// Every index of each address space's active set agrees with its slots by
+/// id: the gfn and host ranges over everything yield each slot once, and a
+/// lookup of each slot's first and last gfn finds it.
+fn indexes_agree(slots: &Memslots) {
+    for as_id in 0..slots.config().address_spaces {
+        let mut r = slots.reader();
+        r.set_address_space(as_id).expect("address space exists");
+        let view = r.pin();
+        let sorted = |mut v: Vec<Region>| {
+            v.sort_by_key(|r| r.id);
+            v
+        };
+        let by_id: Vec<Region> = view.slots().map(|s| *s.region()).collect();
+        let by_gfn = sorted(view.slots_in_gfn_range(0..GFN_LIMIT).map(|s| *s.region()).collect());
+        let by_hva = sorted(view.slots_in_hva_range(0..u64::MAX).map(|s| *s.region()).collect());
+        assert_eq!(by_gfn, by_id, "gfn index of address space {as_id}");
+        assert_eq!(by_hva, by_id, "hva index of address space {as_id}");
+        for r in &by_id {
+            for gfn in [r.base_gfn, r.end_gfn() - 1] {
+                assert_eq!(view.gfn_to_slot(gfn).map(|s| *s.region()), Some(*r), "lookup of gfn {gfn:#x}");
+            }
+        }
+    }
+}
+
+/// A batch's last operation is validated with the others but applied to the
+/// sets only when the batch is published: batches that end on a slot an
+/// earlier operation made, moved or re-flagged leave both sets of every
+/// address space whole, and one slot object per slot.
+#[test]
+fn batches_ending_on_a_slot_they_touched_leave_both_sets_whole() {
+    let (x, y) = (key(0, 2), key(0, 10));
+    let cases: Vec<Vec<Op>> = vec![
+        vec![Op::Move(x, 0x5000), Op::Delete(x)],
+        vec![Op::Move(x, 0x5000), Op::Flags(x, Flags::LOG_DIRTY_PAGES)],
+        vec![Op::Move(x, 0x5000), Op::Move(x, 0x6000)],
+        vec![Op::Flags(x, Flags::LOG_DIRTY_PAGES), Op::Move(x, 0x6000)],
+        vec![Op::Delete(x), Op::Create(region(0, 2, 0x6000, 0x10))],
+        vec![Op::Create(region(0, 10, 0x5000, 0x10)), Op::Move(y, 0x6000)],
+        vec![Op::Create(region(0, 10, 0x5000, 0x10)), Op::Delete(y)],
+        vec![Op::Create(region(1, 10, 0x5000, 0x10)), Op::Delete(x)],
+        vec![Op::Delete(x), Op::Move(key(1, 2), 0x6000)],
+    ];
+    for ops in cases {
+        let slots = new_map();
+        let mut w = slots.writer().expect("writer");
+        mixed_setup(&mut w);
+        commit(&mut w, &ops).unwrap_or_else(|e| panic!("{ops:?}: {e:?}"));
+        indexes_agree(&slots);
+        // Changes elsewhere publish the other sets, caught up by now.
+        for as_id in 0..2 {
+            w.create(region(as_id, 30, 0x9000, 1)).expect("a free range");
+        }
+        indexes_agree(&slots);
+        for as_id in 0..2 {
+            w.delete(key(as_id, 30)).expect("just made");
+        }
+        indexes_agree(&slots);
+        let count = |as_id| {
+            let mut r = slots.reader();
+            r.set_address_space(as_id).expect("address space exists");
+            let n = r.pin().slots().count();
+            n
+        };
+        assert_eq!(slots.slot_objects(), count(0) + count(1), "{ops:?}");
+    }
+}
+
 #[test]
 fn swaps_per_touched_address_space() {
     let slots = new_map();
