@@ -237,8 +237,8 @@ impl<'a, B: Backend> Engine<'a, B> {
             return;
         }
         let active = self.inner.spaces[usize::from(key.as_id)].active().0;
-        // The writer only reads the active set, as readers do: no one edits
-        // it, as only the writer edits sets (invariant 7) and only inactive
+        // The writer reads the active set, as readers do: only the writer
+        // changes a set but for its atomics (invariant 7), and only inactive
         // ones (invariant 2).
         // SAFETY: as just said.
         let active = unsafe { active.deref() };
@@ -299,7 +299,8 @@ impl<'a, B: Backend> Engine<'a, B> {
             let net = self.nets.remove(&key).unwrap_or_else(|| unreachable!("listed above"));
             if net.held != net.orig {
                 // SAFETY: `held` is in the set; `orig` is live (it is in the
-                // active set) and has the same range.
+                // active set), and its range is `fin`'s, which validation
+                // checked against this set but `held`.
                 self.edit(key.as_id, |set| unsafe { set.replace(net.held, net.orig) });
             }
         }
@@ -350,7 +351,8 @@ impl<'a, B: Backend> Engine<'a, B> {
             let key = unsafe { slot.get() }.key();
             if keep.and_then(|nets| nets.get(&key)).and_then(|net| net.fin) != Some(slot) {
                 // SAFETY: never published, and no set holds it any more (a
-                // later operation, `drop_cancelled` or `undo` replaced it).
+                // later operation, `drop_cancelled`, `undo` or publication's
+                // rewrite of what validation left replaced it).
                 unsafe { free_slot(self.inner, slot) };
             }
         }

@@ -483,17 +483,13 @@ impl<V: Copy> HvaIndex<V> {
             let nodes = N::arena(self).0;
             if nodes[l as usize].len() < CAP {
                 let (cn, ln) = pair_mut(nodes, c, l);
-                // The caller widened entry `i` for `item` already.
-                let moved = if pos == 0 {
-                    ln.insert_at(ln.len(), item);
-                    item
-                } else {
-                    let first = cn.remove_at(0);
-                    ln.insert_at(ln.len(), first);
-                    cn.insert_at(pos - 1, item);
-                    first
-                };
-                let moved = N::item_span(&moved, key);
+                // Child `i`'s smallest key is its separator, so only in the
+                // first child can an entry go before all the others.
+                debug_assert!(pos > 0);
+                let first = cn.remove_at(0);
+                ln.insert_at(ln.len(), first);
+                cn.insert_at(pos.saturating_sub(1), item);
+                let moved = N::item_span(&first, key);
                 self.widen(p, i - 1, moved);
                 self.narrow::<N>(p, i, moved, key);
                 return None;
@@ -769,14 +765,24 @@ mod tests {
     struct Table {
         keys: Vec<Key>,
         live: Vec<bool>,
+        /// The live value of each `(start, tag)`.
+        by_order: alloc::collections::BTreeMap<(u64, u16), u32>,
     }
 
     impl Table {
-        /// A new value for `key`, marked as in the index.
+        /// A new value for `key`, marked as in the index; it is the one
+        /// `value` finds for its `(start, tag)` from now on.
         fn add(&mut self, key: Key) -> u32 {
+            let v = self.keys.len() as u32;
             self.keys.push(key);
             self.live.push(true);
-            (self.keys.len() - 1) as u32
+            self.by_order.insert(key.order(), v);
+            v
+        }
+
+        /// The live value with this `(start, tag)`.
+        fn value(&self, start: u64, tag: u16) -> Option<u32> {
+            self.by_order.get(&(start, tag)).copied()
         }
 
         fn key(&self) -> impl Fn(&u32) -> Key + '_ {
@@ -795,9 +801,10 @@ mod tests {
 
     /// Removes the live value with this `(start, tag)`, if there is one.
     fn remove(index: &mut HvaIndex<u32>, table: &mut Table, start: u64, tag: u16) -> Option<u32> {
-        let v = (0..table.keys.len()).find(|&v| table.live[v] && table.keys[v].order() == (start, tag))? as u32;
+        let v = table.value(start, tag)?;
         assert!(index.remove(v, table.key()), "value {v} is in the index");
         table.live[v as usize] = false;
+        table.by_order.remove(&(start, tag));
         Some(v)
     }
 
@@ -934,7 +941,7 @@ mod tests {
                         // A new value with the same key takes the old one's
                         // place.
                         let k = model[pick.index(model.len())];
-                        let old = (0..table.keys.len()).find(|&v| table.live[v] && table.keys[v] == k).unwrap() as u32;
+                        let old = table.value(k.start, k.tag).expect("in the model");
                         let new = table.add(k);
                         prop_assert!(index.replace(old, new, table.key()));
                         table.live[old as usize] = false;

@@ -11,7 +11,9 @@
 //! 2. Readers only read the active set of an address space, and only inside
 //!    a view. The writer mutates a set only while it is inactive and a grace
 //!    period has passed since it was last active: every view that could have
-//!    loaded it has ended or moved on (`epoch`).
+//!    loaded it has ended or moved on (`epoch`). The writer may also read
+//!    the active set: besides the atomics of its shared last-used slot,
+//!    nothing in a set changes but by the writer.
 //! 3. A slot object reachable by readers is immutable. A change makes a new
 //!    slot object; when the two sets agree they point to the same objects. A
 //!    replaced slot is freed by the writer once no set and no cache can hand

@@ -1,5 +1,5 @@
-//! One slot set: the ordered gfn index, the hva index, the id index,
-//! the shared last-used cache and the generation.
+//! One slot set: the ordered gfn index, the hva index, the id index and
+//! the shared last-used cache.
 //!
 //! Readers only use a set while it is active and they are pinned; the writer
 //! edits a set only while it is inactive and a grace period has passed since
@@ -178,10 +178,12 @@ impl Set {
         // is `successor`, per the caller.
         let (slot, kept) = unsafe { (old.get(), Place::shared(old, successor)) };
         if !kept.gfn {
-            self.by_gfn.remove(slot.base_gfn());
+            let removed = self.by_gfn.remove(slot.base_gfn());
+            debug_assert_eq!(removed, Some(old), "the gfn index held the slot");
         }
         if !kept.hva {
-            self.by_hva.remove(old, hva_key);
+            let removed = self.by_hva.remove(old, hva_key);
+            debug_assert!(removed, "the hva index held the slot");
         }
         self.by_id[usize::from(slot.id())] = None;
         let successor = successor.map_or(core::ptr::null_mut(), SlotPtr::as_raw);
@@ -202,13 +204,18 @@ impl Set {
     pub(crate) unsafe fn insert(&mut self, new: SlotPtr, predecessor: Option<SlotPtr>) {
         // SAFETY: live, per the caller.
         let (slot, kept) = unsafe { (new.get(), Place::shared(new, predecessor)) };
-        // A predecessor not found where the contract says it is would stay
-        // behind: then `new` goes in anew, as if it had none.
-        if !(kept.gfn && self.by_gfn.replace(slot.base_gfn(), new)) {
+        if kept.gfn {
+            let replaced = self.by_gfn.replace(slot.base_gfn(), new);
+            debug_assert_eq!(replaced, predecessor, "the predecessor held the place");
+        } else {
             self.by_gfn.insert(slot.base_gfn(), new);
         }
-        if !(kept.hva && predecessor.is_some_and(|old| self.by_hva.replace(old, new, hva_key))) {
-            self.by_hva.insert(new, hva_key);
+        match predecessor {
+            Some(old) if kept.hva => {
+                let replaced = self.by_hva.replace(old, new, hva_key);
+                debug_assert!(replaced, "the predecessor held the place");
+            }
+            _ => self.by_hva.insert(new, hva_key),
         }
         let id = usize::from(slot.id());
         if id >= self.by_id.len() {
@@ -243,7 +250,8 @@ impl Place {
 }
 
 /// The host range and id of a slot in the hva index, read from the slot:
-/// the index keeps only the pointers.
+/// the index keeps only the pointers. Only for `by_hva`, which calls it on
+/// the slots it holds and the one being inserted.
 fn hva_key(slot: &SlotPtr) -> Key {
     // SAFETY: the index holds only slots of its set, which are live
     // (invariant 6), and the slot being inserted, live per `insert`'s
