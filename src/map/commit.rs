@@ -298,9 +298,10 @@ impl<'a, B: Backend> Engine<'a, B> {
         for key in cancelled {
             let net = self.nets.remove(&key).unwrap_or_else(|| unreachable!("listed above"));
             if net.held != net.orig {
-                // SAFETY: `held` is in the set; `orig` is live (it is in the
-                // active set), and its range is `fin`'s, which validation
-                // checked against this set but `held`.
+                // `held` is in the set; `orig` is live (it is in the active
+                // set), and its range is `fin`'s, which validation checked
+                // against this set but `held`.
+                // SAFETY: `replace`'s contract, as just said.
                 self.edit(key.as_id, |set| unsafe { set.replace(net.held, net.orig) });
             }
         }
@@ -350,9 +351,10 @@ impl<'a, B: Backend> Engine<'a, B> {
             // SAFETY: `made` holds live slots this batch allocated.
             let key = unsafe { slot.get() }.key();
             if keep.and_then(|nets| nets.get(&key)).and_then(|net| net.fin) != Some(slot) {
-                // SAFETY: never published, and no set holds it any more (a
-                // later operation, `drop_cancelled`, `undo` or publication's
+                // Never published, and no set holds it any more (a later
+                // operation, `drop_cancelled`, `undo` or publication's
                 // rewrite of what validation left replaced it).
+                // SAFETY: as just said.
                 unsafe { free_slot(self.inner, slot) };
             }
         }

@@ -25,11 +25,10 @@
 
 use alloc::vec::Vec;
 
-const B: usize = 32;
-/// Keys a node holds: one fewer than `B`, so `keys[CAP]` is always `NONE`
-/// and a rank takes five halving steps with no final compare.
-const CAP: usize = B - 1;
-const MIN: usize = B / 4;
+use crate::map::node::{split_point, B, CAP, MIN};
+
+// A node holds `CAP` = `B` - 1 keys, so `keys[CAP]` is always `NONE` and a
+// rank takes five halving steps with no final compare.
 /// Enough levels for any arena a `u32` can index: (B / 4)^11 > 2^32.
 const MAX_DEPTH: usize = 12;
 /// Unused keys; keys are below it, probes may be anything.
@@ -252,13 +251,7 @@ impl<V: Copy> GfnIndex<V> {
         }
         let right = self.alloc(level == 0);
         let (node, other) = self.pair_mut(n, right);
-        // Keys arriving at one end keep arriving there (slots made in
-        // order): leave the node that will not grow three quarters full.
-        let split = match at {
-            0 => MIN,
-            CAP => CAP - MIN,
-            _ => CAP / 2,
-        };
+        let split = split_point(at);
         node.move_tail(split, other);
         if at <= split {
             node.insert_at(at, key, link);
@@ -309,15 +302,7 @@ impl<V: Copy> GfnIndex<V> {
     }
 
     fn pair_mut(&mut self, a: u32, b: u32) -> (&mut Node<V>, &mut Node<V>) {
-        let (a, b) = (a as usize, b as usize);
-        debug_assert!(a != b);
-        if a < b {
-            let (lo, hi) = self.nodes.split_at_mut(b);
-            (&mut lo[a], &mut hi[0])
-        } else {
-            let (lo, hi) = self.nodes.split_at_mut(a);
-            (&mut hi[0], &mut lo[b])
-        }
+        crate::map::node::pair_mut(&mut self.nodes, a, b)
     }
 
     /// Removes `key`, returning its value.

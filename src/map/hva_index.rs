@@ -41,10 +41,7 @@
 use alloc::vec::Vec;
 use core::ops::Range;
 
-const B: usize = 32;
-/// Entries a node holds.
-const CAP: usize = B - 1;
-const MIN: usize = B / 4;
+use crate::map::node::{pair_mut, split_point, CAP, MIN};
 /// Levels of the walk, leaves included. The root has at least 2 children
 /// and every other branch at least `MIN` = 8, so `h` branch levels hold at
 /// least 2 * 8^(h - 1) = 2^(3h - 2) leaves; leaf indices are `u32`, so
@@ -313,19 +310,6 @@ impl<V: Copy> Descent<'_, V> {
     }
 }
 
-/// Mutable references to two distinct nodes of one arena.
-fn pair_mut<T>(nodes: &mut [T], a: u32, b: u32) -> (&mut T, &mut T) {
-    let (a, b) = (a as usize, b as usize);
-    debug_assert!(a != b);
-    if a < b {
-        let (lo, hi) = nodes.split_at_mut(b);
-        (&mut lo[a], &mut hi[0])
-    } else {
-        let (lo, hi) = nodes.split_at_mut(a);
-        (&mut hi[0], &mut lo[b])
-    }
-}
-
 /// The index. Leaves and branches have arenas of their own, so a leaf
 /// carries nothing but values and a length.
 pub(crate) struct HvaIndex<V> {
@@ -530,13 +514,7 @@ impl<V: Copy> HvaIndex<V> {
     fn split<N: Node<V>>(&mut self, n: u32, pos: usize, item: N::Item) -> u32 {
         let right = self.alloc::<N>();
         let (node, other) = pair_mut(N::arena(self).0, n, right);
-        // Keys arriving at one end keep arriving there (slots made in
-        // order): leave the node that will not grow three quarters full.
-        let at = match pos {
-            0 => MIN,
-            CAP => CAP - MIN,
-            _ => CAP / 2,
-        };
+        let at = split_point(pos);
         node.move_tail(at, other);
         if pos <= at {
             node.insert_at(pos, item);

@@ -41,6 +41,7 @@ mod commit;
 mod epoch;
 mod gfn_index;
 mod hva_index;
+mod node;
 mod order;
 mod plan;
 mod reader;

@@ -253,9 +253,9 @@ impl Place {
 /// the index keeps only the pointers. Only for `by_hva`, which calls it on
 /// the slots it holds and the one being inserted.
 fn hva_key(slot: &SlotPtr) -> Key {
-    // SAFETY: the index holds only slots of its set, which are live
-    // (invariant 6), and the slot being inserted, live per `insert`'s
-    // contract.
+    // The index holds only slots of its set, which are live (invariant 6),
+    // and the slot being inserted, live per `insert`'s contract.
+    // SAFETY: as just said.
     let slot = unsafe { slot.get() };
     let hvas = slot.hva_range();
     Key { start: hvas.start, end: hvas.end, tag: slot.id() }
