@@ -93,23 +93,69 @@ impl Net {
     }
 }
 
+/// Buffers the engine reuses from one batch to the next, so that a change
+/// allocates only the slots it makes: with cold caches, each allocation
+/// and free costs about what a walk down an index does.
+#[derive(Default)]
+pub(crate) struct Scratch {
+    /// What each operation did.
+    changes: Vec<Change>,
+    /// Slots allocated by validation; those that are not a final slot are
+    /// freed when the batch ends.
+    made: Vec<SlotPtr>,
+    /// The changes in the order the backend hears of them, with the index
+    /// of the operation each comes from.
+    order: Vec<(SlotChange, usize)>,
+    /// The address spaces that go through an INVALID swap, and all those
+    /// the batch touches.
+    invalidating: Vec<u16>,
+    touched: Vec<u16>,
+}
+
+impl Scratch {
+    /// Entries each buffer keeps room for between batches.
+    pub(crate) const KEEP: usize = 64;
+
+    /// The most entries any buffer has room for.
+    #[cfg(test)]
+    pub(crate) fn room(&self) -> usize {
+        let (changes, made, order) = (self.changes.capacity(), self.made.capacity(), self.order.capacity());
+        changes.max(made).max(order).max(self.invalidating.capacity()).max(self.touched.capacity())
+    }
+
+    /// Empties the buffers and gives back the memory of a large batch.
+    pub(crate) fn trim(&mut self) {
+        fn trim<T>(buffer: &mut Vec<T>) {
+            buffer.clear();
+            buffer.shrink_to(Scratch::KEEP);
+        }
+        trim(&mut self.changes);
+        trim(&mut self.made);
+        trim(&mut self.order);
+        trim(&mut self.invalidating);
+        trim(&mut self.touched);
+    }
+}
+
 /// The writer's state during one batch.
 pub(crate) struct Engine<'a, B> {
     inner: &'a Inner,
     backend: &'a mut B,
+    scratch: &'a mut Scratch,
     /// Every key the batch touched, in key order.
     nets: BTreeMap<SlotKey, Net>,
-    /// Slots allocated by validation; those that are not a final slot are
-    /// freed when the batch ends.
-    made: Vec<SlotPtr>,
     total_pages: u64,
 }
 
 impl<'a, B: Backend> Engine<'a, B> {
-    pub(crate) fn new(inner: &'a Inner, backend: &'a mut B) -> Engine<'a, B> {
+    pub(crate) fn new(inner: &'a Inner, backend: &'a mut B, scratch: &'a mut Scratch) -> Engine<'a, B> {
         // Relaxed: only the writer reads or writes the total.
         let total_pages = inner.total_pages.load(Ordering::Relaxed);
-        Engine { inner, backend, nets: BTreeMap::new(), made: Vec::new(), total_pages }
+        // `made` is empty but after a batch that unwound and poisoned the
+        // map, whose slots then leak.
+        scratch.changes.clear();
+        scratch.made.clear();
+        Engine { inner, backend, scratch, nets: BTreeMap::new(), total_pages }
     }
 
     /// Runs `f` on the inactive set of `as_id`.
@@ -123,9 +169,10 @@ impl<'a, B: Backend> Engine<'a, B> {
         f(unsafe { set.deref() })
     }
 
-    /// Validates and applies `ops`, then publishes them. On error nothing is
-    /// published and the inactive sets are as before.
-    pub(crate) fn run(self, ops: &[Op]) -> Result<Vec<Change>, BatchError> {
+    /// Validates and applies `ops`, then publishes them; returns what each
+    /// did. On error nothing is published and the inactive sets are as
+    /// before.
+    pub(crate) fn run(self, ops: &[Op]) -> Result<&'a [Change], BatchError> {
         // Relaxed: the flag is only set by a writer thread that unwound, and
         // the writer handoff (`writer_taken`) orders it before this load.
         if self.inner.poisoned.load(Ordering::Relaxed) {
@@ -139,38 +186,57 @@ impl<'a, B: Backend> Engine<'a, B> {
         result
     }
 
-    fn run_unguarded(mut self, ops: &[Op]) -> Result<Vec<Change>, BatchError> {
-        let mut changes = Vec::with_capacity(ops.len());
+    fn run_unguarded(mut self, ops: &[Op]) -> Result<&'a [Change], BatchError> {
         for (index, op) in ops.iter().enumerate() {
             match self.apply(index, op.clone(), index + 1 == ops.len()) {
-                Ok(change) => changes.push(change),
+                Ok(change) => self.scratch.changes.push(change),
                 Err(error) => return Err(self.undo(Some(index), error)),
             }
         }
         self.drop_cancelled();
         if self.nets.is_empty() {
             self.free_made(None);
-            return Ok(changes);
+            return Ok(self.changes());
         }
-        let mut order: Vec<(SlotChange, usize)> =
-            self.nets.iter().flat_map(|(&key, net)| net.changes(key).map(|change| (change, net.index))).collect();
+        let mut order = core::mem::take(&mut self.scratch.order);
+        order.clear();
+        order.extend(self.nets.iter().flat_map(|(&key, net)| net.changes(key).map(|change| (change, net.index))));
         backend_order(&mut order);
+        let refused = self.prepare(&order);
+        if refused.is_none() {
+            self.publish(&order);
+            for (change, _) in &order {
+                self.backend.commit(change);
+            }
+        }
+        self.scratch.order = order;
+        match refused {
+            Some((index, error)) => Err(self.undo(index, error)),
+            None => Ok(self.changes()),
+        }
+    }
+
+    /// Asks the backend to prepare every change, in `order`; on a refusal,
+    /// aborts those it prepared and names the operation and the error.
+    fn prepare(&mut self, order: &[(SlotChange, usize)]) -> Option<(Option<usize>, Error)> {
         if self.inner.epochs.held_on_this_thread() {
-            return Err(self.undo(None, Error::ViewHeldByWriterThread));
+            return Some((None, Error::ViewHeldByWriterThread));
         }
         for (i, &(change, index)) in order.iter().enumerate() {
             if let Err(code) = self.backend.prepare(&change) {
                 for (change, _) in order[..i].iter().rev() {
                     self.backend.abort(change);
                 }
-                return Err(self.undo(Some(index), Error::Backend { code }));
+                return Some((Some(index), Error::Backend { code }));
             }
         }
-        self.publish(&order);
-        for (change, _) in &order {
-            self.backend.commit(change);
-        }
-        Ok(changes)
+        None
+    }
+
+    /// What each operation did, once the batch is over.
+    fn changes(self) -> &'a [Change] {
+        let scratch: &'a Scratch = self.scratch;
+        &scratch.changes
     }
 
     /// Validates one operation against the inactive set and applies it there
@@ -286,7 +352,7 @@ impl<'a, B: Backend> Engine<'a, B> {
 
     fn alloc(&mut self, slot: Slot) -> SlotPtr {
         let slot = alloc_slot(self.inner, slot);
-        self.made.push(slot);
+        self.scratch.made.push(slot);
         slot
     }
 
@@ -319,11 +385,16 @@ impl<'a, B: Backend> Engine<'a, B> {
     /// In the inactive set of every key in `nets`, replaces `from(net)` with
     /// `to(net)`: all removals first, then all insertions, so that no two
     /// slots of a set overlap at any step.
+    ///
+    /// One copy of the code for every pair of states (function pointers,
+    /// out of line): the writer often runs with cold caches, where each
+    /// line of code it runs costs a miss.
+    #[inline(never)]
     fn rewrite(
         &self,
         nets: &BTreeMap<SlotKey, Net>,
-        from: impl Fn(&Net) -> Option<SlotPtr>,
-        to: impl Fn(&Net) -> Option<SlotPtr>,
+        from: fn(&Net) -> Option<SlotPtr>,
+        to: fn(&Net) -> Option<SlotPtr>,
     ) {
         // Keys whose slot stays as it is are left alone.
         let changing = || nets.iter().filter(|(_, net)| from(net) != to(net));
@@ -347,7 +418,7 @@ impl<'a, B: Backend> Engine<'a, B> {
 
     /// Frees the slots validation made, except the final slots of `keep`.
     fn free_made(&mut self, keep: Option<&BTreeMap<SlotKey, Net>>) {
-        for slot in core::mem::take(&mut self.made) {
+        for slot in self.scratch.made.drain(..) {
             // SAFETY: `made` holds live slots this batch allocated.
             let key = unsafe { slot.get() }.key();
             if keep.and_then(|nets| nets.get(&key)).and_then(|net| net.fin) != Some(slot) {
@@ -368,8 +439,10 @@ impl<'a, B: Backend> Engine<'a, B> {
             let copy = Net::slot(net.orig).map(Slot::invalid_copy);
             net.invalid = copy.map(|copy| alloc_slot(self.inner, copy));
         }
-        let invalidating = address_spaces(nets.iter().filter(|(_, net)| net.invalid.is_some()));
-        let touched = address_spaces(nets.iter());
+        let mut invalidating = core::mem::take(&mut self.scratch.invalidating);
+        let mut touched = core::mem::take(&mut self.scratch.touched);
+        address_spaces(nets.iter().filter(|(_, net)| net.invalid.is_some()), &mut invalidating);
+        address_spaces(nets.iter(), &mut touched);
         // The nets of the address spaces that go through an INVALID swap,
         // and those of the others (split only when a batch has both).
         let split: (BTreeMap<SlotKey, Net>, BTreeMap<SlotKey, Net>);
@@ -416,6 +489,7 @@ impl<'a, B: Backend> Engine<'a, B> {
         }
         // Relaxed: only the writer reads or writes the total.
         self.inner.total_pages.store(self.total_pages, Ordering::Relaxed);
+        (self.scratch.invalidating, self.scratch.touched) = (invalidating, touched);
     }
 
     /// Publishes the inactive sets of `as_ids` and waits out one grace
@@ -461,12 +535,12 @@ fn invalidates(change: &SlotChange) -> bool {
     matches!(change.kind(), Change::Deleted | Change::Moved)
 }
 
-/// The address spaces of some keys, ascending, once each.
-fn address_spaces<'n>(nets: impl Iterator<Item = (&'n SlotKey, &'n Net)>) -> Vec<u16> {
-    let mut ids: Vec<u16> = nets.map(|(key, _)| key.as_id).collect();
+/// Sets `ids` to the address spaces of some keys, ascending, once each.
+fn address_spaces<'n>(nets: impl Iterator<Item = (&'n SlotKey, &'n Net)>, ids: &mut Vec<u16>) {
+    ids.clear();
+    ids.extend(nets.map(|(key, _)| key.as_id));
     ids.sort_unstable();
     ids.dedup();
-    ids
 }
 
 fn alloc_slot(inner: &Inner, slot: Slot) -> SlotPtr {

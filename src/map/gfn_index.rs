@@ -1,69 +1,103 @@
-//! The ordered gfn index: a B+tree of 32-wide nodes in an arena, built for
-//! the lookup that vCPUs make millions of times a second.
+//! The ordered gfn index: a B+tree of 32-wide nodes in an arena, built for the
+//! lookup that vCPUs make millions of times a second.
 //!
-//! A lookup ranks the gfn in one key array per level (see `Node::rank`):
-//! few instructions and no mispredicted branches, so the CPU overlaps
-//! consecutive lookups. 32764 slots take three or four levels; `B` = 32
-//! measured best for 509 to 32764 slots (64 was 10-20% slower from 32 to
-//! 4096 slots, 10% faster at 32764). Every node but the root holds at
-//! least `B / 4` entries (nodes borrow or merge on removal), so the height is
-//! O(log n) and so are insert and remove.
+//! A lookup ranks the gfn in one key array per level (see `Node::rank`) in two
+//! counts that do not branch: the CPU overlaps consecutive lookups, and each
+//! level waits on two loads. A VM of up to 32 slots takes one node, and a root
+//! of up to 16 keys is one count of just its used keys; 32764 slots take three
+//! or four levels. `B` = 32 measured best: at 64, picking the
+//! block takes a third count or a longer one, which cost more than the level it
+//! saves from 16 to 4096 slots. Every node but the root holds at least `B / 4`
+//! entries (nodes borrow or merge on removal), so the height is O(log n) and so
+//! are insert and remove.
 //!
-//! Memory: a node is its keys and one 8-byte link per key (a child in a
-//! branch, a value in a leaf), 512 bytes. A full node first hands an entry
-//! to a neighbour with room and splits only when both are full; a node
-//! filling up at either end splits three to one, so slots made in ascending
-//! or descending order leave nodes three quarters full rather than half. The
-//! arena grows by an eighth at a time. Leaves end up about four fifths full
-//! in random order: some 20 bytes a slot.
+//! Memory: a node is its 32 keys and one 8-byte link per key (a child in a
+//! branch, a value in a leaf), 512 bytes aligned to the cache line, so each
+//! block of eight keys is one line; a node that is not full keeps its entry
+//! count in its last link. A full node first hands an entry to a neighbour with
+//! room and splits only when both are full; a node filling up at either end
+//! splits three to one, so slots made in ascending or descending order leave
+//! nodes three quarters full rather than half. The arena grows by an eighth at
+//! a time. Leaves end up about four fifths full in random order: some 20 bytes
+//! a slot.
 //!
 //! # Index invariants
 //!
-//! 1. In a leaf, `links[..len]` hold values; in a branch, they hold kids.
-//! 2. `keys[len..]` are `NONE` and every used key is below it, so a rank is
-//!    at most `len`.
+//! 1. In a leaf (a node at level 0), `links[..len]` hold values; in a
+//!    branch, they hold kids.
+//! 2. A node's `len` entries are its first keys, in ascending order and
+//!    below `NONE`; the other keys are `NONE`. So a rank is at most `len`.
+//! 3. In a node that is not full, `links[CAP - 1]` holds `len`: a full
+//!    node is one whose last key is not `NONE`, and needs no count.
 
 use alloc::vec::Vec;
 
-use crate::map::node::{split_point, B, CAP, MIN};
+use crate::map::node::{min_fill, split_point};
 
-// A node holds `CAP` = `B` - 1 keys, so `keys[CAP]` is always `NONE` and a
-// rank takes five halving steps with no final compare.
+/// Children of a branch, and the width of a node's key array.
+const B: usize = 32;
+/// Entries a node holds: every key of the array.
+const CAP: usize = B;
+/// Entries every node but the root keeps.
+const MIN: usize = min_fill(CAP);
+/// Keys in a block: `rank` picks a block, then counts in it.
+const BLOCK: usize = 8;
+
 /// Enough levels for any arena a `u32` can index: (B / 4)^11 > 2^32.
 const MAX_DEPTH: usize = 12;
 /// Unused keys; keys are below it, probes may be anything.
 const NONE: u64 = i64::MAX as u64;
 
 /// A child (in a branch) or a value (in a leaf): which one, the node's
-/// `leaf` flag says (index invariant 1).
+/// level says (index invariant 1).
 #[derive(Clone, Copy)]
 union Link<V: Copy> {
     kid: u32,
     val: V,
+    /// The node's entry count, in the last link of a node that is not full
+    /// (index invariant 3).
+    len: u32,
 }
 
 /// One node. In a branch, `keys[i]` is the smallest key under child `i`; in
 /// a leaf, value `i` is the value of `keys[i]`. Keys past `len` are `NONE`.
+/// Aligned so that each block of `BLOCK` keys is one cache line.
+#[repr(align(64))]
 struct Node<V: Copy> {
     keys: [u64; B],
     links: [Link<V>; CAP],
-    len: u32,
-    leaf: bool,
 }
 
 impl<V: Copy> Node<V> {
-    fn empty(leaf: bool) -> Node<V> {
-        Node { keys: [NONE; B], links: [Link { kid: 0 }; CAP], len: 0, leaf }
+    fn empty() -> Node<V> {
+        Node { keys: [NONE; B], links: [Link { len: 0 }; CAP] }
     }
 
+    /// The number of entries.
     fn len(&self) -> usize {
-        self.len as usize
+        if self.keys[CAP - 1] != NONE {
+            return CAP;
+        }
+        // SAFETY: index invariant 3, for a node whose last key is `NONE`.
+        unsafe { self.links[CAP - 1].len as usize }
+    }
+
+    /// Records the entry count, once the keys hold `len` entries.
+    fn set_len(&mut self, len: usize) {
+        if len < CAP {
+            self.links[CAP - 1] = Link { len: len as u32 };
+        }
+    }
+
+    /// Whether entry `i` exists (index invariant 2).
+    fn has(&self, i: usize) -> bool {
+        i < CAP && self.keys[i] != NONE
     }
 
     /// Child `i` of a branch; `i` below `len`.
     #[inline(always)]
     fn kid(&self, i: usize) -> u32 {
-        debug_assert!(!self.leaf && i < self.len());
+        debug_assert!(i < self.len());
         // SAFETY: index invariant 1, in a branch, for `i < len`.
         unsafe { self.links[i].kid }
     }
@@ -71,48 +105,42 @@ impl<V: Copy> Node<V> {
     /// Value `i` of a leaf; `i` below `len`.
     #[inline(always)]
     fn val(&self, i: usize) -> V {
-        debug_assert!(self.leaf && i < self.len());
+        debug_assert!(i < self.len());
         // SAFETY: index invariant 1, in a leaf, for `i < len`.
         unsafe { self.links[i].val }
     }
 
-    /// How many keys are `<= key`: a binary search of fixed depth that
-    /// compiles to conditional moves. Unused keys are `NONE`, above any
-    /// probe once it is clamped below it.
+    /// How many keys are `<= key`, in two counts that do not branch: the
+    /// keys ending the first three blocks pick a block, then that block's
+    /// keys are counted. A count is independent loads and compares (a few
+    /// SIMD instructions), so a rank waits on two loads where a binary
+    /// search waits on five.
     #[inline(always)]
     fn rank(&self, key: u64) -> usize {
-        let key = key.min(NONE - 1);
-        let mut i = 0;
-        let mut step = B / 2;
-        while step > 0 {
-            i += usize::from(self.keys[i + step - 1] <= key) * step;
-            step /= 2;
-        }
-        i
+        let bound = key.min(NONE - 1) + 1;
+        let block: usize = (1..B / BLOCK).map(|b| le(self.keys[b * BLOCK - 1], bound)).sum();
+        // The keys of earlier blocks are `<= key`, those of later ones are
+        // not. (`%` spares a bounds check: `block` is below `B / BLOCK`.)
+        block * BLOCK + count(&self.keys[(block % (B / BLOCK)) * BLOCK..][..BLOCK], bound)
     }
 
-    /// `rank` for the root, which alone may hold few keys (a VM with few
-    /// slots): up to 8 are counted, as `k <= key` is the top bit of
-    /// `k - (key + 1)` (keys and the bound are below 2^63) and the sum of
-    /// those bits compiles to a few SIMD instructions that do not wait on
-    /// each other; up to 15 take four halving steps instead of five.
+    /// `rank` for a root, which alone may hold few keys (a VM with few
+    /// slots, a short tree): up to 16 are one count of the used blocks, or
+    /// of two keys for a branch of two. The used blocks are those before
+    /// the first `NONE` key (index invariant 2).
     #[inline(always)]
-    fn rank_root(&self, key: u64) -> usize {
-        let key = key.min(NONE - 1);
-        if self.len <= 8 {
-            let bound = key + 1;
-            return self.keys[..8].iter().map(|&k| (k.wrapping_sub(bound) >> 63) as usize).sum();
-        }
-        if self.len() < B / 2 {
-            let mut i = 0;
-            let mut step = B / 4;
-            while step > 0 {
-                i += usize::from(self.keys[i + step - 1] <= key) * step;
-                step /= 2;
+    fn rank_root(&self, key: u64, leaf: bool) -> usize {
+        let bound = key.min(NONE - 1) + 1;
+        if self.keys[BLOCK] == NONE {
+            if !leaf && self.keys[2] == NONE {
+                return count(&self.keys[..2], bound);
             }
-            return i;
+            count(&self.keys[..BLOCK], bound)
+        } else if self.keys[2 * BLOCK] == NONE {
+            count(&self.keys[..2 * BLOCK], bound)
+        } else {
+            self.rank(key)
         }
-        self.rank(key)
     }
 
     fn insert_at(&mut self, i: usize, key: u64, link: Link<V>) {
@@ -122,15 +150,15 @@ impl<V: Copy> Node<V> {
         self.links.copy_within(i..len, i + 1);
         self.keys[i] = key;
         self.links[i] = link;
-        self.len += 1;
+        self.set_len(len + 1);
     }
 
     fn remove_at(&mut self, i: usize) -> (u64, Link<V>) {
         let (len, entry) = (self.len(), (self.keys[i], self.links[i]));
         self.keys.copy_within(i + 1..len, i);
         self.links.copy_within(i + 1..len, i);
-        self.len -= 1;
         self.keys[len - 1] = NONE;
+        self.set_len(len - 1);
         entry
     }
 
@@ -140,10 +168,24 @@ impl<V: Copy> Node<V> {
         let n = len - at;
         to.keys[to_len..to_len + n].copy_from_slice(&self.keys[at..len]);
         to.links[to_len..to_len + n].copy_from_slice(&self.links[at..len]);
-        to.len += n as u32;
         self.keys[at..len].fill(NONE);
-        self.len = at as u32;
+        self.set_len(at);
+        to.set_len(to_len + n);
     }
+}
+
+/// 1 if `k <= key`, for `bound` = `key + 1`: the top bit of `k - bound`,
+/// as keys and bounds are below 2^63.
+#[inline(always)]
+fn le(k: u64, bound: u64) -> usize {
+    (k.wrapping_sub(bound) >> 63) as usize
+}
+
+/// How many of `keys` are `<= key`: a sum that compiles to a few SIMD
+/// instructions that do not wait on each other.
+#[inline(always)]
+fn count(keys: &[u64], bound: u64) -> usize {
+    keys.iter().map(|&k| le(k, bound)).sum()
 }
 
 pub(crate) struct GfnIndex<V: Copy> {
@@ -156,21 +198,18 @@ pub(crate) struct GfnIndex<V: Copy> {
 
 impl<V: Copy> GfnIndex<V> {
     pub(crate) fn new() -> GfnIndex<V> {
-        GfnIndex { nodes: alloc::vec![Node::empty(true)], free: Vec::new(), root: 0, height: 0 }
+        GfnIndex { nodes: alloc::vec![Node::empty()], free: Vec::new(), root: 0, height: 0 }
     }
 
     /// An empty node (freed nodes are left empty).
-    fn alloc(&mut self, leaf: bool) -> u32 {
+    fn alloc(&mut self) -> u32 {
         match self.free.pop() {
-            Some(n) => {
-                self.node_mut(n).leaf = leaf;
-                n
-            }
+            Some(n) => n,
             None => {
                 if self.nodes.len() == self.nodes.capacity() {
                     self.nodes.reserve_exact(self.nodes.len() / 8 + 1);
                 }
-                self.nodes.push(Node::empty(leaf));
+                self.nodes.push(Node::empty());
                 (self.nodes.len() - 1) as u32
             }
         }
@@ -190,7 +229,11 @@ impl<V: Copy> GfnIndex<V> {
         let mut n = self.node(self.root);
         // Only the root can rank 0: below it, keys[0] is a lower bound.
         // Every rank is at most the node's `len` (index invariant 2).
-        let mut i = n.rank_root(key).checked_sub(1)?;
+        if self.height == 0 {
+            let i = n.rank_root(key, true).checked_sub(1)?;
+            return Some((n.keys[i], n.val(i)));
+        }
+        let mut i = n.rank_root(key, false).checked_sub(1)?;
         for _ in 0..self.height {
             n = self.node(n.kid(i));
             i = n.rank(key).checked_sub(1)?;
@@ -222,7 +265,7 @@ impl<V: Copy> GfnIndex<V> {
         if let Some((right_key, right)) = self.insert_below(self.root, self.height, key, val) {
             let old_root = self.root;
             let left_key = self.node(old_root).keys[0];
-            self.root = self.alloc(false);
+            self.root = self.alloc();
             let root = self.node_mut(self.root);
             root.insert_at(0, left_key, Link { kid: old_root });
             root.insert_at(1, right_key, Link { kid: right });
@@ -236,7 +279,7 @@ impl<V: Copy> GfnIndex<V> {
         let (key, link) = if level == 0 {
             (key, Link { val })
         } else {
-            let i = self.child_for_insert(n, key);
+            let i = self.child_for_insert(n, level, key);
             let kid = self.node(n).kid(i);
             let split = self.insert_below(kid, level - 1, key, val);
             let node = self.node_mut(n);
@@ -249,9 +292,9 @@ impl<V: Copy> GfnIndex<V> {
             self.node_mut(n).insert_at(at, key, link);
             return None;
         }
-        let right = self.alloc(level == 0);
+        let right = self.alloc();
         let (node, other) = self.pair_mut(n, right);
-        let split = split_point(at);
+        let split = split_point(at, CAP);
         node.move_tail(split, other);
         if at <= split {
             node.insert_at(at, key, link);
@@ -267,7 +310,7 @@ impl<V: Copy> GfnIndex<V> {
     /// full leaf keeps `key` after handing an entry on (or sends `key`
     /// itself to its right neighbour if it comes after every key there), so
     /// the leaf that takes an entry never overflows with it.
-    fn child_for_insert(&mut self, n: u32, key: u64) -> usize {
+    fn child_for_insert(&mut self, n: u32, level: usize, key: u64) -> usize {
         let node = self.node(n);
         let i = node.rank(key).saturating_sub(1);
         let kid = node.kid(i);
@@ -277,7 +320,7 @@ impl<V: Copy> GfnIndex<V> {
         if child.len() < CAP {
             return i;
         }
-        let leaf = child.leaf;
+        let leaf = level == 1;
         if let Some(left) = left.filter(|&l| self.node(l).len() < CAP) {
             let (from, to) = self.pair_mut(kid, left);
             let (k, link) = from.remove_at(0);
@@ -330,7 +373,8 @@ impl<V: Copy> GfnIndex<V> {
         }
         let kid = self.node(n).kid(i);
         let val = self.remove_below(kid, level - 1, key)?;
-        self.node_mut(n).keys[i] = self.node(kid).keys[0];
+        let first = self.node(kid).keys[0];
+        self.node_mut(n).keys[i] = first;
         if self.node(kid).len() < MIN && self.node(n).len() > 1 {
             self.rebalance(n, i);
         }
@@ -347,7 +391,7 @@ impl<V: Copy> GfnIndex<V> {
             self.node_mut(n).remove_at(l + 1);
             self.free.push(right);
         } else {
-            if ln.len < rn.len {
+            if ln.len() < rn.len() {
                 let (k, link) = rn.remove_at(0);
                 ln.insert_at(ln.len(), k, link);
             } else {
@@ -427,7 +471,7 @@ impl<V: Copy> Iterator for Iter<'_, V> {
         loop {
             let (n, i) = self.path[leaf];
             let node = self.index.node(n);
-            if i < node.len() {
+            if node.has(i) {
                 self.path[leaf].1 += 1;
                 return Some((node.keys[i], node.val(i)));
             }
@@ -435,7 +479,7 @@ impl<V: Copy> Iterator for Iter<'_, V> {
             // child and go down its leftmost edge.
             let level = (0..leaf).rev().find(|&l| {
                 let (b, j) = self.path[l];
-                j + 1 < self.index.node(b).len()
+                self.index.node(b).has(j + 1)
             })?;
             self.path[level].1 += 1;
             for l in level..leaf {
@@ -460,8 +504,8 @@ mod tests {
             let len = node.len();
             assert!(len <= CAP && (root || len >= MIN), "len {len} at level {level}");
             assert!(node.keys[..len].windows(2).all(|w| w[0] < w[1]));
-            assert!(node.keys[len..].iter().all(|&k| k == NONE));
-            assert_eq!(node.leaf, level == 0, "leaf flag at level {level}");
+            assert!(node.keys[..len].iter().all(|&k| k < NONE), "len {len} counts unused keys");
+            assert!(node.keys[len..].iter().all(|&k| k == NONE), "len {len} misses keys");
             if level == 0 {
                 return (node.keys[0], len);
             }
@@ -472,6 +516,15 @@ mod tests {
                 count += c;
             }
             (node.keys[0], count)
+        }
+
+        /// The number of leaves under `n`.
+        fn leaves(&self, n: u32, level: usize) -> usize {
+            let node = self.node(n);
+            match level {
+                0 => 1,
+                _ => (0..node.len()).map(|i| self.leaves(node.kid(i), level - 1)).sum(),
+            }
         }
     }
 
@@ -494,6 +547,29 @@ mod tests {
             assert_eq!(index.floor(p), floor, "floor({p:#x}) of {} keys", model.len());
             let got: Vec<(u64, u64)> = index.walk_from(p).collect();
             assert_eq!(got, walk_model(model, p), "walk_from({p:#x}) of {} keys", model.len());
+        }
+    }
+
+    /// Every root shape `floor` ranks its own way: leaves of up to 8, 16 and
+    /// 32 keys, branches of two children and more. Each key and each gap
+    /// between keys is probed.
+    #[test]
+    fn small_trees_match_a_btreemap_at_every_key() {
+        let sizes: Vec<u64> =
+            if cfg!(miri) { alloc::vec![0, 2, 8, 9, 16, 17, 32, 33, 50] } else { (0..=100).collect() };
+        for n in sizes {
+            for scrambled in [false, true] {
+                let mut index = GfnIndex::new();
+                let mut model = BTreeMap::new();
+                for j in 0..n {
+                    let k = 10 + 4 * if scrambled { j * 101 % n } else { j };
+                    index.insert(k, k);
+                    model.insert(k, k);
+                }
+                index.check(index.root, index.height, true);
+                let probes: Vec<u64> = (0..4 * n + 20).collect();
+                agrees_at(&index, &model, &probes);
+            }
         }
     }
 
@@ -612,8 +688,7 @@ mod tests {
         }
         let (_, count) = index.check(index.root, index.height, true);
         assert_eq!(count as u64, n);
-        // Nothing was removed, so every node in the arena is in the tree.
-        let leaves = index.nodes.iter().filter(|node| node.leaf).count();
+        let leaves = index.leaves(index.root, index.height);
         let fill = n as f64 / (leaves * CAP) as f64;
         // 0.815 measured at 32,764 keys.
         assert!(fill >= 0.78, "leaves {fill:.3} full");

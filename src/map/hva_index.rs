@@ -41,7 +41,14 @@
 use alloc::vec::Vec;
 use core::ops::Range;
 
-use crate::map::node::{pair_mut, split_point, CAP, MIN};
+use crate::map::node::{min_fill, pair_mut, split_point};
+
+/// Children of a branch, and values of a leaf plus one.
+const B: usize = 32;
+/// Entries a node holds.
+const CAP: usize = B - 1;
+/// Entries every node but the root keeps.
+const MIN: usize = min_fill(CAP);
 /// Levels of the walk, leaves included. The root has at least 2 children
 /// and every other branch at least `MIN` = 8, so `h` branch levels hold at
 /// least 2 * 8^(h - 1) = 2^(3h - 2) leaves; leaf indices are `u32`, so
@@ -514,7 +521,7 @@ impl<V: Copy> HvaIndex<V> {
     fn split<N: Node<V>>(&mut self, n: u32, pos: usize, item: N::Item) -> u32 {
         let right = self.alloc::<N>();
         let (node, other) = pair_mut(N::arena(self).0, n, right);
-        let at = split_point(pos);
+        let at = split_point(pos, CAP);
         node.move_tail(at, other);
         if pos <= at {
             node.insert_at(pos, item);

@@ -1,22 +1,23 @@
-//! What the two B+trees of a set (`gfn_index`, `hva_index`) share: the node
-//! width, the fill bounds and the split rule.
+//! What the two B+trees of a set (`gfn_index`, `hva_index`) share: the fill
+//! bounds and the split rule, for nodes of any capacity.
 
-/// Children of a branch, and the width of a node's arrays.
-pub(crate) const B: usize = 32;
-/// Entries a node holds: one fewer than `B` (the gfn index keeps its last
-/// key slot for a sentinel).
-pub(crate) const CAP: usize = B - 1;
-/// Entries every node but the root keeps.
-pub(crate) const MIN: usize = B / 4;
+/// Entries every node but the root keeps, for nodes of `cap` entries: a
+/// quarter, so removals borrow or merge rarely and the height stays
+/// O(log n).
+pub(crate) const fn min_fill(cap: usize) -> usize {
+    (cap + 1) / 4
+}
 
-/// Where a full node splits when an entry arrives at `pos`. Keys arriving at
-/// one end keep arriving there (slots made in order): the node that will not
-/// grow is left three quarters full.
-pub(crate) fn split_point(pos: usize) -> usize {
-    match pos {
-        0 => MIN,
-        CAP => CAP - MIN,
-        _ => CAP / 2,
+/// Where a full node of `cap` entries splits when an entry arrives at
+/// `pos`. Keys arriving at one end keep arriving there (slots made in
+/// order): the node that will not grow is left three quarters full.
+pub(crate) fn split_point(pos: usize, cap: usize) -> usize {
+    if pos == 0 {
+        min_fill(cap)
+    } else if pos == cap {
+        cap - min_fill(cap)
+    } else {
+        cap / 2
     }
 }
 

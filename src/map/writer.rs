@@ -9,7 +9,7 @@ use crate::addr::Gfn;
 use crate::backend::{Backend, NoBackend};
 use crate::error::Error;
 use crate::map::batch::{Batch, BatchError, Op};
-use crate::map::commit::Engine;
+use crate::map::commit::{Engine, Scratch};
 use crate::map::plan::Change;
 use crate::map::shared::Inner;
 use crate::map::slot::{Flags, Region, SlotKey, UserMemoryRegion};
@@ -38,11 +38,12 @@ use crate::sync::Ordering;
 pub struct Writer<B: Backend = NoBackend> {
     inner: Arc<Inner>,
     backend: B,
+    scratch: Scratch,
 }
 
 impl<B: Backend> Writer<B> {
     pub(crate) fn new(inner: Arc<Inner>, backend: B) -> Writer<B> {
-        Writer { inner, backend }
+        Writer { inner, backend, scratch: Scratch::default() }
     }
 
     /// Adds a slot.
@@ -216,7 +217,7 @@ impl<B: Backend> Writer<B> {
     }
 
     fn one(&mut self, op: Op) -> Result<Change, Error> {
-        match self.run(&[op]) {
+        match self.engine().run(&[op]) {
             Ok(changes) => Ok(changes[0]),
             Err(BatchError { error, .. }) => Err(error),
         }
@@ -225,10 +226,15 @@ impl<B: Backend> Writer<B> {
     pub(crate) fn run(&mut self, ops: &[Op]) -> Result<Vec<Change>, BatchError> {
         #[cfg(loom)]
         if ops.len() > 1 && self.inner.epochs.faulty(crate::map::LoomFault::BatchOpByOp) {
-            let one = |op: &Op| Engine::new(&self.inner, &mut self.backend).run(core::slice::from_ref(op));
-            return ops.iter().map(one).map(|r| r.map(|changes| changes[0])).collect();
+            return ops.iter().map(|op| self.engine().run(core::slice::from_ref(op)).map(|c| c[0])).collect();
         }
-        Engine::new(&self.inner, &mut self.backend).run(ops)
+        let changes = self.engine().run(ops).map(<[Change]>::to_vec);
+        self.scratch.trim();
+        changes
+    }
+
+    fn engine(&mut self) -> Engine<'_, B> {
+        Engine::new(&self.inner, &mut self.backend, &mut self.scratch)
     }
 }
 
@@ -263,5 +269,38 @@ impl<B: Backend + fmt::Debug> fmt::Debug for Writer<B> {
             .field("total_pages", &self.inner.total_pages.load(Ordering::Relaxed))
             .field("backend", &self.backend)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::map::commit::Scratch;
+    use crate::{Change, Config, Flags, Memslots, Region, SlotKey};
+
+    fn region(id: u16) -> Region {
+        let base = u64::from(id) * 16;
+        Region { id, as_id: 0, base_gfn: base, npages: 8, hva: 0x1000_0000 + base * 4096, flags: Flags::empty() }
+    }
+
+    /// The writer's buffers outlive a batch, so single changes allocate
+    /// only slots, but a large batch does not leave them large.
+    #[test]
+    fn buffers_are_reused_and_trimmed() {
+        let slots = Memslots::new(Config { address_spaces: 1, ..Config::default() }).expect("config");
+        let mut w = slots.writer().expect("writer");
+        let mut batch = w.batch();
+        for id in 0..500 {
+            batch.create(region(id));
+        }
+        assert_eq!(batch.commit().expect("batch"), [Change::Created; 500]);
+        assert!((1..=Scratch::KEEP).contains(&w.scratch.room()), "room for {}", w.scratch.room());
+        let key = SlotKey { id: 7, as_id: 0 };
+        assert_eq!(w.move_to(key, 100_000), Ok(Change::Moved));
+        assert_eq!(w.delete(key), Ok(Change::Deleted));
+        assert!((1..=Scratch::KEEP).contains(&w.scratch.room()));
+        let view = slots.reader();
+        let view = view.pin();
+        assert_eq!(view.slots().count(), 499);
+        assert!(view.gfn_to_slot(100_000).is_none() && view.gfn_to_slot(7 * 16).is_none());
     }
 }
