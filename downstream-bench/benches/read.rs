@@ -8,9 +8,8 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use memslots::Reader;
 use memslots_downstream_bench::peers::{gfns, layout, ArcSwapVec, BareVec, Lookup};
-use memslots_downstream_bench::{build, shuffled, under_one_view};
+use memslots_downstream_bench::{build, shuffled, under_one_view, SIZES};
 
-const SIZES: [usize; 5] = [8, 32, 509, 4096, 32764];
 const BATCH: usize = 4096;
 
 fn pinned_each(reader: &Reader, queries: &[u64]) {

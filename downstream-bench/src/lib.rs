@@ -11,6 +11,13 @@ pub mod peers;
 use std::hint::black_box;
 
 use memslots::{Memslots, Reader};
+
+/// The slot counts of `benches/read.rs`.
+pub const SIZES: [usize; 5] = [8, 32, 509, 4096, 32764];
+/// The slot counts of `benches/sweep.rs`: from 8 to 32764 in steps of
+/// about half.
+pub const SWEEP_SIZES: [usize; 23] =
+    [8, 12, 16, 24, 32, 40, 48, 64, 96, 128, 192, 256, 384, 509, 768, 1024, 1536, 2048, 3072, 4096, 8192, 16384, 32764];
 use peers::{memslots_config, region, Span};
 
 /// A map holding `spans` as slots 0.., created in the given order.

@@ -21,6 +21,17 @@ pub(crate) enum Op {
     SetRegion(UserMemoryRegion),
 }
 
+impl Op {
+    /// The slot the operation changes.
+    pub(crate) fn key(&self) -> SlotKey {
+        match self {
+            Op::Create(region, _) => region.key(),
+            Op::Delete(key) | Op::Move(key, _) | Op::SetFlags(key, _) => *key,
+            Op::SetRegion(raw) => raw.key(),
+        }
+    }
+}
+
 /// A list of slot changes that [`Batch::commit`] validates as a whole and
 /// then publishes at once. Get one with [`Writer::batch`]; dropping it
 /// without `commit` changes nothing.

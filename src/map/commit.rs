@@ -9,7 +9,6 @@
 //! Readers never see the inactive sets (invariant 2), so a refused batch is
 //! undone there and nothing was ever published (invariant 5).
 
-use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
 use crate::addr::PAGE_SHIFT;
@@ -43,6 +42,13 @@ struct Net {
 }
 
 impl Net {
+    /// The net of a key no operation has reached yet: nothing to undo.
+    const UNTOUCHED: Net = Net { orig: None, fin: None, held: None, index: usize::MAX, invalid: None };
+
+    fn touched(&self) -> bool {
+        self.index != usize::MAX
+    }
+
     fn slot<'s>(slot: Option<SlotPtr>) -> Option<&'s Slot> {
         // SAFETY: `orig` is in both sets and `fin` was made by this batch;
         // both are live until the batch frees them (invariant 6).
@@ -77,14 +83,17 @@ impl Net {
         }
     }
 
-    /// The changes a backend sees: one, or a delete and a create where a
-    /// new slot took the id of a deleted one.
-    fn changes(&self, key: SlotKey) -> impl Iterator<Item = SlotChange> {
+    /// Appends the changes a backend sees, with the index of the last
+    /// operation: one, or a delete and a create where a new slot took the
+    /// id of a deleted one.
+    fn push_changes(&self, key: SlotKey, order: &mut Vec<(SlotChange, usize)>) {
         let (old, new) = (Net::slot(self.orig).map(|s| *s.region()), Net::slot(self.fin).map(|s| *s.region()));
-        let split = old.is_some() && new.is_some() && !self.in_place();
-        let first = if split { SlotChange { key, old, new: None } } else { SlotChange { key, old, new } };
-        let second = split.then_some(SlotChange { key, old: None, new });
-        core::iter::once(first).chain(second)
+        if old.is_some() && new.is_some() && !self.in_place() {
+            order.push((SlotChange { key, old, new: None }, self.index));
+            order.push((SlotChange { key, old: None, new }, self.index));
+        } else {
+            order.push((SlotChange { key, old, new }, self.index));
+        }
     }
 
     /// The slot the set published first in the batch holds for this key.
@@ -93,6 +102,9 @@ impl Net {
     }
 }
 
+/// A slot key and what the batch did to it.
+type KeyNet = (SlotKey, Net);
+
 /// Buffers the engine reuses from one batch to the next, so that a change
 /// allocates only the slots it makes: with cold caches, each allocation
 /// and free costs about what a walk down an index does.
@@ -100,6 +112,12 @@ impl Net {
 pub(crate) struct Scratch {
     /// What each operation did.
     changes: Vec<Change>,
+    /// Every key the batch touches with what it did to the key, in key
+    /// order; and the position of each operation's key there.
+    nets: Vec<KeyNet>,
+    net_of: Vec<usize>,
+    /// The operations' keys with their indexes, sorted to lay out `nets`.
+    keys: Vec<(SlotKey, usize)>,
     /// Slots allocated by validation; those that are not a final slot are
     /// freed when the batch ends.
     made: Vec<SlotPtr>,
@@ -120,7 +138,9 @@ impl Scratch {
     #[cfg(test)]
     pub(crate) fn room(&self) -> usize {
         let (changes, made, order) = (self.changes.capacity(), self.made.capacity(), self.order.capacity());
-        changes.max(made).max(order).max(self.invalidating.capacity()).max(self.touched.capacity())
+        let (nets, net_of, keys) = (self.nets.capacity(), self.net_of.capacity(), self.keys.capacity());
+        let ids = self.invalidating.capacity().max(self.touched.capacity());
+        changes.max(made).max(order).max(nets).max(net_of).max(keys).max(ids)
     }
 
     /// Empties the buffers and gives back the memory of a large batch.
@@ -130,6 +150,9 @@ impl Scratch {
             buffer.shrink_to(Scratch::KEEP);
         }
         trim(&mut self.changes);
+        trim(&mut self.nets);
+        trim(&mut self.net_of);
+        trim(&mut self.keys);
         trim(&mut self.made);
         trim(&mut self.order);
         trim(&mut self.invalidating);
@@ -142,8 +165,6 @@ pub(crate) struct Engine<'a, B> {
     inner: &'a Inner,
     backend: &'a mut B,
     scratch: &'a mut Scratch,
-    /// Every key the batch touched, in key order.
-    nets: BTreeMap<SlotKey, Net>,
     total_pages: u64,
 }
 
@@ -155,7 +176,7 @@ impl<'a, B: Backend> Engine<'a, B> {
         // map, whose slots then leak.
         scratch.changes.clear();
         scratch.made.clear();
-        Engine { inner, backend, scratch, nets: BTreeMap::new(), total_pages }
+        Engine { inner, backend, scratch, total_pages }
     }
 
     /// Runs `f` on the inactive set of `as_id`.
@@ -187,6 +208,7 @@ impl<'a, B: Backend> Engine<'a, B> {
     }
 
     fn run_unguarded(mut self, ops: &[Op]) -> Result<&'a [Change], BatchError> {
+        self.lay_out(ops);
         for (index, op) in ops.iter().enumerate() {
             match self.apply(index, op.clone(), index + 1 == ops.len()) {
                 Ok(change) => self.scratch.changes.push(change),
@@ -194,13 +216,15 @@ impl<'a, B: Backend> Engine<'a, B> {
             }
         }
         self.drop_cancelled();
-        if self.nets.is_empty() {
+        if self.scratch.nets.is_empty() {
             self.free_made(None);
             return Ok(self.changes());
         }
         let mut order = core::mem::take(&mut self.scratch.order);
         order.clear();
-        order.extend(self.nets.iter().flat_map(|(&key, net)| net.changes(key).map(|change| (change, net.index))));
+        for (key, net) in &self.scratch.nets {
+            net.push_changes(*key, &mut order);
+        }
         backend_order(&mut order);
         let refused = self.prepare(&order);
         if refused.is_none() {
@@ -213,6 +237,26 @@ impl<'a, B: Backend> Engine<'a, B> {
         match refused {
             Some((index, error)) => Err(self.undo(index, error)),
             None => Ok(self.changes()),
+        }
+    }
+
+    /// Lays out the nets: one untouched net per key of `ops`, in key order,
+    /// and for each operation the position of its key's net. Sorting once
+    /// keeps a batch O(n log n) with no allocation once the buffers have
+    /// room.
+    fn lay_out(&mut self, ops: &[Op]) {
+        let Scratch { nets, net_of, keys, .. } = &mut *self.scratch;
+        keys.clear();
+        keys.extend(ops.iter().enumerate().map(|(index, op)| (op.key(), index)));
+        keys.sort_unstable();
+        nets.clear();
+        net_of.clear();
+        net_of.resize(ops.len(), 0);
+        for &(key, index) in keys.iter() {
+            if nets.last().is_none_or(|&(last, _)| last != key) {
+                nets.push((key, Net::UNTOUCHED));
+            }
+            net_of[index] = nets.len() - 1;
         }
     }
 
@@ -284,7 +328,11 @@ impl<'a, B: Backend> Engine<'a, B> {
             // SAFETY: `replace`'s contract, as just said (invariants 3 and 6).
             self.edit(key.as_id, |set| unsafe { set.replace(old, new) });
         }
-        let net = self.nets.entry(key).or_insert(Net { orig: old, fin: old, held: old, index, invalid: None });
+        let (net_key, net) = &mut self.scratch.nets[self.scratch.net_of[index]];
+        debug_assert_eq!(*net_key, key, "`lay_out` keyed the operation by the slot it changes");
+        if !net.touched() {
+            *net = Net { orig: old, fin: old, held: old, index, invalid: None };
+        }
         (net.fin, net.index) = (new, index);
         if !last {
             net.held = new;
@@ -359,25 +407,27 @@ impl<'a, B: Backend> Engine<'a, B> {
     /// Forgets keys whose operations cancel out, putting the original slot
     /// object back where the batch made an equal copy of it.
     fn drop_cancelled(&mut self) {
-        let cancelled: Vec<SlotKey> =
-            self.nets.iter().filter(|(_, net)| net.cancelled()).map(|(&key, _)| key).collect();
-        for key in cancelled {
-            let net = self.nets.remove(&key).unwrap_or_else(|| unreachable!("listed above"));
-            if net.held != net.orig {
+        let mut nets = core::mem::take(&mut self.scratch.nets);
+        nets.retain(|(key, net)| {
+            if net.cancelled() && net.held != net.orig {
                 // `held` is in the set; `orig` is live (it is in the active
                 // set), and its range is `fin`'s, which validation checked
                 // against this set but `held`.
                 // SAFETY: `replace`'s contract, as just said.
                 self.edit(key.as_id, |set| unsafe { set.replace(net.held, net.orig) });
             }
-        }
+            !net.cancelled()
+        });
+        self.scratch.nets = nets;
     }
 
     /// Puts the inactive sets back as they were and frees what validation
     /// made; the batch fails with `error`.
     fn undo(mut self, index: Option<usize>, error: Error) -> BatchError {
-        let nets = core::mem::take(&mut self.nets);
+        let nets = core::mem::take(&mut self.scratch.nets);
+        // Keys no operation reached are untouched: nothing to put back.
         self.rewrite(&nets, |net| net.held, |net| net.orig);
+        self.scratch.nets = nets;
         self.free_made(None);
         BatchError { index, error }
     }
@@ -390,12 +440,7 @@ impl<'a, B: Backend> Engine<'a, B> {
     /// out of line): the writer often runs with cold caches, where each
     /// line of code it runs costs a miss.
     #[inline(never)]
-    fn rewrite(
-        &self,
-        nets: &BTreeMap<SlotKey, Net>,
-        from: fn(&Net) -> Option<SlotPtr>,
-        to: fn(&Net) -> Option<SlotPtr>,
-    ) {
+    fn rewrite(&self, nets: &[KeyNet], from: fn(&Net) -> Option<SlotPtr>, to: fn(&Net) -> Option<SlotPtr>) {
         // Keys whose slot stays as it is are left alone.
         let changing = || nets.iter().filter(|(_, net)| from(net) != to(net));
         for (key, net) in changing() {
@@ -417,11 +462,12 @@ impl<'a, B: Backend> Engine<'a, B> {
     }
 
     /// Frees the slots validation made, except the final slots of `keep`.
-    fn free_made(&mut self, keep: Option<&BTreeMap<SlotKey, Net>>) {
+    fn free_made(&mut self, keep: Option<&[KeyNet]>) {
         for slot in self.scratch.made.drain(..) {
             // SAFETY: `made` holds live slots this batch allocated.
             let key = unsafe { slot.get() }.key();
-            if keep.and_then(|nets| nets.get(&key)).and_then(|net| net.fin) != Some(slot) {
+            let kept = keep.and_then(|nets| nets.binary_search_by_key(&key, |&(key, _)| key).ok().map(|i| nets[i].1));
+            if kept.and_then(|net| net.fin) != Some(slot) {
                 // Never published, and no set holds it any more (a later
                 // operation, `drop_cancelled`, `undo` or publication's
                 // rewrite of what validation left replaced it).
@@ -434,8 +480,8 @@ impl<'a, B: Backend> Engine<'a, B> {
     /// Publishes the validated nets: the INVALID swap where a slot is
     /// deleted or moved, the final swap, the catch-up, then frees what left.
     fn publish(&mut self, order: &[(SlotChange, usize)]) {
-        let mut nets = core::mem::take(&mut self.nets);
-        for net in nets.values_mut().filter(|net| net.invalidates()) {
+        let mut nets = core::mem::take(&mut self.scratch.nets);
+        for (_, net) in nets.iter_mut().filter(|(_, net)| net.invalidates()) {
             let copy = Net::slot(net.orig).map(Slot::invalid_copy);
             net.invalid = copy.map(|copy| alloc_slot(self.inner, copy));
         }
@@ -445,14 +491,14 @@ impl<'a, B: Backend> Engine<'a, B> {
         address_spaces(nets.iter(), &mut touched);
         // The nets of the address spaces that go through an INVALID swap,
         // and those of the others (split only when a batch has both).
-        let split: (BTreeMap<SlotKey, Net>, BTreeMap<SlotKey, Net>);
+        let split: (Vec<KeyNet>, Vec<KeyNet>);
         let (through_invalid, direct) = if invalidating.is_empty() {
-            (None, Some(&nets))
+            (None, Some(&nets[..]))
         } else if invalidating.len() == touched.len() {
-            (Some(&nets), None)
+            (Some(&nets[..]), None)
         } else {
-            split = nets.iter().map(|(k, n)| (*k, *n)).partition(|(key, _)| invalidating.contains(&key.as_id));
-            (Some(&split.0), Some(&split.1))
+            split = nets.iter().partition(|(key, _)| invalidating.contains(&key.as_id));
+            (Some(&split.0[..]), Some(&split.1[..]))
         };
         if let Some(some) = through_invalid {
             // Those inactive sets hold what validation left there: make it
@@ -479,7 +525,7 @@ impl<'a, B: Backend> Engine<'a, B> {
         self.swap_and_wait(&touched);
         // Catch up the sets left behind.
         self.rewrite(&nets, Net::first_published, |net| net.fin);
-        for net in nets.values() {
+        for (_, net) in &nets {
             for slot in [net.orig, net.invalid].into_iter().flatten() {
                 // The slot left both sets, and the grace period after the final
                 // swap has passed since it was last reachable.
@@ -489,7 +535,7 @@ impl<'a, B: Backend> Engine<'a, B> {
         }
         // Relaxed: only the writer reads or writes the total.
         self.inner.total_pages.store(self.total_pages, Ordering::Relaxed);
-        (self.scratch.invalidating, self.scratch.touched) = (invalidating, touched);
+        (self.scratch.nets, self.scratch.invalidating, self.scratch.touched) = (nets, invalidating, touched);
     }
 
     /// Publishes the inactive sets of `as_ids` and waits out one grace
@@ -536,7 +582,7 @@ fn invalidates(change: &SlotChange) -> bool {
 }
 
 /// Sets `ids` to the address spaces of some keys, ascending, once each.
-fn address_spaces<'n>(nets: impl Iterator<Item = (&'n SlotKey, &'n Net)>, ids: &mut Vec<u16>) {
+fn address_spaces<'n>(nets: impl Iterator<Item = &'n KeyNet>, ids: &mut Vec<u16>) {
     ids.clear();
     ids.extend(nets.map(|(key, _)| key.as_id));
     ids.sort_unstable();

@@ -7,8 +7,9 @@ use std::fmt::Write;
 use std::fs;
 use std::path::Path;
 
+use memslots_downstream_bench::{SIZES, SWEEP_SIZES};
+
 const PROFILES: [&str; 3] = ["release", "thin", "fat"];
-const SIZES: [usize; 5] = [8, 32, 509, 4096, 32764];
 /// Lookups per criterion iteration.
 const BATCH: f64 = 4096.0;
 const BEGIN: &str = "<!-- downstream:begin -->";
@@ -77,6 +78,14 @@ fn main() {
         profiles_table(&format!("Under one view, {pattern} gfns"), &format!("view/{pattern}"), "bare Vec", "Vec");
     }
     profiles_table("Pinned per lookup, uniform gfns", "pinned/uniform", "ArcSwap<Vec>", "ArcSwap");
+    writeln!(md, "### Under one view, uniform gfns, sizes in between (release profile)\n").unwrap();
+    writeln!(md, "`benches/sweep.rs`: the vCPU reader against the bare `Vec` at sizes between those above, where the tree gains a level (a root leaf holds 32 slots, a root over two leaves 33 to about 64).\n").unwrap();
+    writeln!(md, "| N | vCPU reader | bare Vec | vCPU ÷ Vec |\n| --- | --- | --- | --- |").unwrap();
+    for n in SWEEP_SIZES {
+        let [v, p] = ["vcpu", "bare Vec"].map(|k| ns(0, &format!("sweep/uniform/{n}/{k}")));
+        writeln!(md, "| {n} | {} | {} | {} |", cell(v), cell(p), ratio(v, p)).unwrap();
+    }
+    writeln!(md).unwrap();
     writeln!(md, "### Two readers on two cores (release profile)\n").unwrap();
     writeln!(md, "One reader alone, then the same reader while a second reader of the same kind runs the same loop on the other core; ns per lookup under one view.\n").unwrap();
     writeln!(md, "| gfns | N | kind | alone | beside another | ratio |\n| --- | --- | --- | --- | --- | --- |")
