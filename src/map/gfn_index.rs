@@ -125,18 +125,22 @@ impl<V: Copy> Node<V> {
     }
 
     /// `rank` for a root, which alone may hold few keys (a VM with few
-    /// slots, a short tree): up to 16 are one count of the used blocks, or
-    /// of two keys for a branch of two. The used blocks are those before
-    /// the first `NONE` key (index invariant 2).
+    /// slots, a short tree): up to 16 keys are one count of just the keys
+    /// in use, rounded up to 2 or 4 in a branch and to 8 or 16 in a leaf.
+    /// (`keys[n]` is `NONE` when at most `n` are used: index invariant 2.)
+    /// `leaf` is a constant where this is inlined, so a leaf root does not
+    /// test for 2 or 4.
     #[inline(always)]
     fn rank_root(&self, key: u64, leaf: bool) -> usize {
         let bound = key.min(NONE - 1) + 1;
-        if self.keys[BLOCK] == NONE {
-            if !leaf && self.keys[2] == NONE {
-                return count(&self.keys[..2], bound);
-            }
+        let at_most = |n: usize| self.keys[n] == NONE;
+        if !leaf && at_most(2) {
+            count(&self.keys[..2], bound)
+        } else if !leaf && at_most(4) {
+            count(&self.keys[..4], bound)
+        } else if at_most(BLOCK) {
             count(&self.keys[..BLOCK], bound)
-        } else if self.keys[2 * BLOCK] == NONE {
+        } else if at_most(2 * BLOCK) {
             count(&self.keys[..2 * BLOCK], bound)
         } else {
             self.rank(key)
