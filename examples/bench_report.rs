@@ -391,6 +391,7 @@ fn full_report() {
         .unwrap();
     writeln!(md, "Medians; every implementation measured in the same run on the same layouts: N slots of 1..16 pages after gaps of 0..3 pages.\n").unwrap();
 
+    warm_up_cpu();
     pin_section(&mut md);
     lookup_section(&mut md);
     build_section(&mut md);
@@ -411,6 +412,17 @@ fn full_report() {
 
 /// Pin and unpin alone, one thread, against the figures measured with
 /// crossbeam-epoch before (docs/readers-before.md).
+/// Keeps the core busy for a second before the first measurement: a core
+/// that was idle runs the first few milliseconds of work slower (up to
+/// twice as slow here), which would land on the first rows measured.
+fn warm_up_cpu() {
+    let start = Instant::now();
+    let mut x = 0u64;
+    while start.elapsed() < Duration::from_secs(1) {
+        x = black_box(x.wrapping_mul(3).wrapping_add(1));
+    }
+}
+
 fn pin_section(md: &mut String) {
     eprintln!("pins ...");
     writeln!(md, "## Taking and dropping a view, one thread (ns)\n").unwrap();

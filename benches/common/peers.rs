@@ -76,7 +76,9 @@ pub fn gfns(spans: &[Span], count: usize, hot: bool) -> Vec<u64> {
         .collect()
 }
 
-/// A gfn-to-hva map that readers consult under a guard.
+/// A gfn-to-hva map that readers consult under a guard. Every
+/// implementation's `guard`, `find` and `find_pinned` are inlined into the
+/// measuring loops, so that no peer pays for a call the others do not.
 pub trait Lookup {
     const NAME: &'static str;
     type Guard<'a>
@@ -86,7 +88,7 @@ pub trait Lookup {
     fn guard(&self) -> Self::Guard<'_>;
     fn find(guard: &Self::Guard<'_>, gfn: u64) -> Option<u64>;
     /// One lookup with its own guard, as a vCPU exit handler does it.
-    #[inline]
+    #[inline(always)]
     fn find_pinned(&self, gfn: u64) -> Option<u64> {
         Self::find(&self.guard(), gfn)
     }
@@ -119,11 +121,11 @@ impl Lookup for MemslotsMap {
         drop(w);
         MemslotsMap { reader: slots.reader(), _slots: slots }
     }
-    #[inline]
+    #[inline(always)]
     fn guard(&self) -> View<'_> {
         self.reader.pin()
     }
-    #[inline]
+    #[inline(always)]
     fn find(view: &View<'_>, gfn: u64) -> Option<u64> {
         view.gfn_to_hva(gfn)
     }
@@ -145,11 +147,11 @@ impl Lookup for VmMemory {
         let regions = spans.iter().map(vm_memory_region);
         VmMemory(GuestMemoryAtomic::new(GuestMemoryMmap::from_arc_regions(regions.collect()).expect("sorted")))
     }
-    #[inline]
+    #[inline(always)]
     fn guard(&self) -> Self::Guard<'_> {
         self.0.memory()
     }
-    #[inline]
+    #[inline(always)]
     fn find(mem: &Self::Guard<'_>, gfn: u64) -> Option<u64> {
         let addr = GuestAddress(gfn * PAGE);
         let region = mem.find_region(addr)?;
@@ -166,11 +168,11 @@ impl Lookup for RwLockBTree {
     fn build(spans: &[Span]) -> Self {
         RwLockBTree(RwLock::new(spans.iter().map(|s| (s.base_gfn, *s)).collect()))
     }
-    #[inline]
+    #[inline(always)]
     fn guard(&self) -> Self::Guard<'_> {
         self.0.read().unwrap_or_else(|e| e.into_inner())
     }
-    #[inline]
+    #[inline(always)]
     fn find(map: &Self::Guard<'_>, gfn: u64) -> Option<u64> {
         let (_, s) = map.range(..=gfn).next_back()?;
         (gfn - s.base_gfn < s.npages).then(|| s.hva + (gfn - s.base_gfn) * PAGE)
@@ -186,11 +188,11 @@ impl Lookup for ArcSwapVec {
     fn build(spans: &[Span]) -> Self {
         ArcSwapVec(ArcSwap::from_pointee(spans.to_vec()))
     }
-    #[inline]
+    #[inline(always)]
     fn guard(&self) -> Self::Guard<'_> {
         self.0.load()
     }
-    #[inline]
+    #[inline(always)]
     fn find(spans: &Self::Guard<'_>, gfn: u64) -> Option<u64> {
         Span::find(spans, gfn)
     }
@@ -205,11 +207,11 @@ impl Lookup for BareVec {
     fn build(spans: &[Span]) -> Self {
         BareVec(spans.to_vec())
     }
-    #[inline]
+    #[inline(always)]
     fn guard(&self) -> &[Span] {
         &self.0
     }
-    #[inline]
+    #[inline(always)]
     fn find(spans: &&[Span], gfn: u64) -> Option<u64> {
         Span::find(spans, gfn)
     }

@@ -1,7 +1,9 @@
 //! The writer at 32764 slots, measured by hand rather than by criterion:
 //! before each timed change the caches are flushed by walking a buffer twice
 //! the size of the last-level cache, which criterion's batching cannot do.
-//! Prints medians and 90th percentiles as a markdown table.
+//! The four kinds of change take turns, 101 samples each, in three rounds
+//! (the machine's speed drifts between rounds); prints the median and 90th
+//! percentile of all samples and each round's median as a markdown table.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -12,6 +14,7 @@ use memslots_downstream_bench::{build, shuffled};
 
 const N: usize = 32764;
 const SAMPLES: usize = 101;
+const ROUNDS: usize = 3;
 
 /// Walks 64 MiB, one store per cache line, so the writer starts cold.
 struct Evict(Vec<u8>);
@@ -39,8 +42,8 @@ struct Case<'a> {
     undo: &'a dyn Fn(&mut Writer, usize),
 }
 
-fn cold(evict: &mut Evict, w: &mut Writer, case: Case<'_>) -> (f64, f64) {
-    let times = (0..SAMPLES)
+fn cold(evict: &mut Evict, w: &mut Writer, case: &Case<'_>) -> Vec<Duration> {
+    (0..SAMPLES)
         .map(|i| {
             (case.prepare)(w, i);
             evict.run();
@@ -50,8 +53,7 @@ fn cold(evict: &mut Evict, w: &mut Writer, case: Case<'_>) -> (f64, f64) {
             (case.undo)(w, i);
             d
         })
-        .collect();
-    stats(times)
+        .collect()
 }
 
 fn key(i: usize) -> SlotKey {
@@ -62,7 +64,7 @@ fn main() {
     let spans = layout(N);
     let order = shuffled(N);
     let mut evict = Evict(vec![0; 64 << 20]);
-    println!("| change at {N} slots, cold caches | median µs | p90 µs |\n| --- | --- | --- |");
+    println!("| change at {N} slots, cold caches | median µs | p90 µs | round medians µs |\n| --- | --- | --- | --- |");
 
     let slots = build(&spans, &order);
     let _reader = slots.reader();
@@ -94,9 +96,16 @@ fn main() {
             },
         ),
     ];
-    for (name, case) in cases {
-        let (median, p90) = cold(&mut evict, &mut w, case);
-        println!("| {name} | {median:.2} | {p90:.2} |");
+    let mut rounds: Vec<Vec<Vec<Duration>>> = vec![Vec::new(); cases.len()];
+    for _ in 0..ROUNDS {
+        for (c, (_, case)) in cases.iter().enumerate() {
+            rounds[c].push(cold(&mut evict, &mut w, case));
+        }
+    }
+    for ((name, _), rounds) in cases.iter().zip(rounds) {
+        let each: Vec<String> = rounds.iter().map(|r| format!("{:.2}", stats(r.clone()).0)).collect();
+        let (median, p90) = stats(rounds.concat());
+        println!("| {name} | {median:.2} | {p90:.2} | {} |", each.join(" / "));
     }
     drop(w);
 
