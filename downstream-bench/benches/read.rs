@@ -8,7 +8,7 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use memslots::Reader;
 use memslots_downstream_bench::peers::{gfns, layout, ArcSwapVec, BareVec, Lookup};
-use memslots_downstream_bench::{build, shuffled, under_one_view, SIZES};
+use memslots_downstream_bench::{bare_vec, build, shuffled, under_one_view, SIZES};
 
 const BATCH: usize = 4096;
 
@@ -31,12 +31,7 @@ fn read(c: &mut Criterion) {
             group.bench_function(BenchmarkId::from_parameter("device"), |b| {
                 b.iter(|| under_one_view(&device, &queries))
             });
-            group.bench_function(BenchmarkId::from_parameter("bare Vec"), |b| {
-                b.iter(|| {
-                    let guard = vec.guard();
-                    queries.iter().for_each(|&g| _ = black_box(BareVec::find(&guard, black_box(g))))
-                })
-            });
+            group.bench_function(BenchmarkId::from_parameter("bare Vec"), |b| b.iter(|| bare_vec(&vec, &queries)));
             group.finish();
         }
         let queries = gfns(&spans, BATCH, false);

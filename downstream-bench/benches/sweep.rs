@@ -2,12 +2,11 @@
 //! slots in steps of about half, vCPU reader against the bare sorted `Vec`:
 //! the sizes between those of `read`, where the tree gains a level.
 
-use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use memslots_downstream_bench::peers::{gfns, layout, BareVec, Lookup};
-use memslots_downstream_bench::{build, shuffled, under_one_view, SWEEP_SIZES};
+use memslots_downstream_bench::{bare_vec, build, shuffled, under_one_view, SWEEP_SIZES};
 
 const BATCH: usize = 4096;
 
@@ -21,12 +20,7 @@ fn sweep(c: &mut Criterion) {
         let mut group = c.benchmark_group(format!("sweep/uniform/{n}"));
         group.throughput(Throughput::Elements(BATCH as u64));
         group.bench_function(BenchmarkId::from_parameter("vcpu"), |b| b.iter(|| under_one_view(&vcpu, &queries)));
-        group.bench_function(BenchmarkId::from_parameter("bare Vec"), |b| {
-            b.iter(|| {
-                let guard = vec.guard();
-                queries.iter().for_each(|&g| _ = black_box(BareVec::find(&guard, black_box(g))))
-            })
-        });
+        group.bench_function(BenchmarkId::from_parameter("bare Vec"), |b| b.iter(|| bare_vec(&vec, &queries)));
         group.finish();
     }
 }

@@ -11,6 +11,7 @@ pub mod peers;
 use std::hint::black_box;
 
 use memslots::{Memslots, Reader};
+use peers::{memslots_config, region, BareVec, Lookup, Span};
 
 /// The slot counts of `benches/read.rs`.
 pub const SIZES: [usize; 5] = [8, 32, 509, 4096, 32764];
@@ -18,7 +19,6 @@ pub const SIZES: [usize; 5] = [8, 32, 509, 4096, 32764];
 /// about half.
 pub const SWEEP_SIZES: [usize; 23] =
     [8, 12, 16, 24, 32, 40, 48, 64, 96, 128, 192, 256, 384, 509, 768, 1024, 1536, 2048, 3072, 4096, 8192, 16384, 32764];
-use peers::{memslots_config, region, Span};
 
 /// A map holding `spans` as slots 0.., created in the given order.
 pub fn build(spans: &[Span], order: &[usize]) -> Memslots {
@@ -38,6 +38,13 @@ pub fn shuffled(n: usize) -> Vec<usize> {
         order.swap(i, rng.below(i as u64 + 1) as usize);
     }
     order
+}
+
+/// The same loop over the bare sorted `Vec`, the peer of `under_one_view`.
+#[inline]
+pub fn bare_vec(vec: &BareVec, queries: &[u64]) {
+    let guard = vec.guard();
+    queries.iter().for_each(|&g| _ = black_box(BareVec::find(&guard, black_box(g))));
 }
 
 /// Looks up every gfn of `queries` under one view of `reader`: the loop the
