@@ -410,11 +410,9 @@ fn full_report() {
     println!("{md}");
 }
 
-/// Pin and unpin alone, one thread, against the figures measured with
-/// crossbeam-epoch before (docs/readers-before.md).
 /// Keeps the core busy for a second before the first measurement: a core
-/// that was idle runs the first few milliseconds of work slower (up to
-/// twice as slow here), which would land on the first rows measured.
+/// that was idle ran the first lookups measured after it up to 1.6 times
+/// slower here, which would land on the first rows.
 fn warm_up_cpu() {
     let start = Instant::now();
     let mut x = 0u64;
@@ -423,6 +421,8 @@ fn warm_up_cpu() {
     }
 }
 
+/// Pin and unpin alone, one thread, against the figures measured with
+/// crossbeam-epoch before (docs/readers-before.md).
 fn pin_section(md: &mut String) {
     eprintln!("pins ...");
     writeln!(md, "## Taking and dropping a view, one thread (ns)\n").unwrap();

@@ -106,14 +106,18 @@ impl Net {
 type KeyNet = (SlotKey, Net);
 
 /// Buffers the engine reuses from one batch to the next, so that a change
-/// allocates only the slots it makes: with cold caches, each allocation
-/// and free costs about what a walk down an index does.
+/// allocates only the slots it makes (and a batch over address spaces of
+/// which only some go through an INVALID swap, two lists to split them):
+/// with cold caches, each allocation and free costs about what a walk down
+/// an index does.
 #[derive(Default)]
 pub(crate) struct Scratch {
     /// What each operation did.
     changes: Vec<Change>,
-    /// Every key the batch touches with what it did to the key, in key
-    /// order; and the position of each operation's key there.
+    /// Every key the batch names with what it did to the key, in key order
+    /// (a key no operation changed, or reached before an error, has a net
+    /// from nothing to nothing, which counts as cancelled); and the
+    /// position of each operation's key there.
     nets: Vec<KeyNet>,
     net_of: Vec<usize>,
     /// The operations' keys with their indexes, sorted to lay out `nets`.
@@ -409,14 +413,15 @@ impl<'a, B: Backend> Engine<'a, B> {
     fn drop_cancelled(&mut self) {
         let mut nets = core::mem::take(&mut self.scratch.nets);
         nets.retain(|(key, net)| {
-            if net.cancelled() && net.held != net.orig {
+            let cancelled = net.cancelled();
+            if cancelled && net.held != net.orig {
                 // `held` is in the set; `orig` is live (it is in the active
                 // set), and its range is `fin`'s, which validation checked
                 // against this set but `held`.
                 // SAFETY: `replace`'s contract, as just said.
                 self.edit(key.as_id, |set| unsafe { set.replace(net.held, net.orig) });
             }
-            !net.cancelled()
+            !cancelled
         });
         self.scratch.nets = nets;
     }
