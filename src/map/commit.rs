@@ -264,8 +264,10 @@ impl<'a, B: Backend> Engine<'a, B> {
         }
     }
 
-    /// Asks the backend to prepare every change, in `order`; on a refusal,
-    /// aborts those it prepared and names the operation and the error.
+    /// Refuses a batch on a thread that holds a view (the grace period would
+    /// wait for it forever), then asks the backend to prepare every change,
+    /// in `order`; on a refusal, aborts those it prepared. Returns the
+    /// operation to blame, if one, and the error.
     fn prepare(&mut self, order: &[(SlotChange, usize)]) -> Option<(Option<usize>, Error)> {
         if self.inner.epochs.held_on_this_thread() {
             return Some((None, Error::ViewHeldByWriterThread));

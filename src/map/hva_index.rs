@@ -16,12 +16,12 @@
 //! to 99.99% and take 3,226 leaves and 110 branches, 9 bytes a slot; 30,000
 //! made in random order fill them to 83%, 11 bytes a slot.
 //!
-//! Every node but the root holds at least `MIN` = `B / 4` entries (nodes
+//! Every node but the root holds at least `MIN` = 8 entries (nodes
 //! borrow or merge on removal), so the height is O(log n) and so are insert
 //! and remove. Insert widens the smallest key and largest end along its
 //! path. Where an entry leaves a node, its span changes only if the entry
 //! came first (the next one's key is read) or ended last (the span is
-//! recomputed from the node's entries: O(B), for a leaf B calls of the key
+//! recomputed from the node's entries: O(CAP), for a leaf CAP calls of the key
 //! function, as after splits and merges); each key read is a slot the
 //! writer touches. A full node
 //! first hands an entry to a sibling with room and splits only when neither
@@ -43,10 +43,9 @@ use core::ops::Range;
 
 use crate::map::node::{min_fill, pair_mut, split_point};
 
-/// Children of a branch, and values of a leaf plus one.
-const B: usize = 32;
-/// Entries a node holds.
-const CAP: usize = B - 1;
+/// Entries a node holds (children of a branch, values of a leaf): with its
+/// count, a leaf of 8-byte pointers fills 256 bytes.
+const CAP: usize = 31;
 /// Entries every node but the root keeps.
 const MIN: usize = min_fill(CAP);
 /// Levels of the walk, leaves included. The root has at least 2 children
