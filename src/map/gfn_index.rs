@@ -29,6 +29,7 @@
 //!    below `NONE`; the other keys are `NONE`. So a rank is at most `len`.
 //! 3. In a node that is not full, `links[CAP - 1]` holds `len`: a full
 //!    node is one whose last key is not `NONE`, and needs no count.
+//! 4. The root and every kid index `nodes`: the arena never shrinks.
 
 use alloc::vec::Vec;
 
@@ -224,6 +225,15 @@ impl<V: Copy> GfnIndex<V> {
         &self.nodes[n as usize]
     }
 
+    /// The root or a kid, without the bounds check that a lookup would pay
+    /// at every level.
+    #[inline(always)]
+    fn linked(&self, n: u32) -> &Node<V> {
+        debug_assert!((n as usize) < self.nodes.len());
+        // SAFETY: index invariant 4, for the root or a kid.
+        unsafe { self.nodes.get_unchecked(n as usize) }
+    }
+
     fn node_mut(&mut self, n: u32) -> &mut Node<V> {
         &mut self.nodes[n as usize]
     }
@@ -231,7 +241,7 @@ impl<V: Copy> GfnIndex<V> {
     /// The greatest key `<= key`, with its value.
     #[inline(always)]
     pub(crate) fn floor(&self, key: u64) -> Option<(u64, V)> {
-        let mut n = self.node(self.root);
+        let mut n = self.linked(self.root);
         // Only the root can rank 0: below it, keys[0] is a lower bound.
         // Every rank is at most the node's `len` (index invariant 2).
         if self.height == 0 {
@@ -240,7 +250,7 @@ impl<V: Copy> GfnIndex<V> {
         }
         let mut i = n.rank_root(key, false).checked_sub(1)?;
         for _ in 0..self.height {
-            n = self.node(n.kid(i));
+            n = self.linked(n.kid(i));
             i = n.rank(key).checked_sub(1)?;
         }
         Some((n.keys[i], n.val(i)))

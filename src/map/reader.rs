@@ -177,6 +177,8 @@ pub struct View<'r> {
     // access is tracked and has a destructor).
     set: ConstPtr<Set>,
     generation: u64,
+    /// The reader's kind, kept where a lookup loop holds it in a register.
+    vcpu: bool,
     pin: Pin<'r>,
 }
 
@@ -211,7 +213,7 @@ impl<'r> View<'r> {
             reader.cache.set(None);
             reader.cache_generation.set(if alone && published { generation } else { NO_GENERATION });
         }
-        View { set, generation, pin }
+        View { set, generation, vcpu: reader.vcpu, pin }
     }
 
     #[inline(always)]
@@ -303,14 +305,14 @@ impl<'r> View<'r> {
             let slot = unsafe { cached.get() };
             slot.touch();
             if slot.contains(gfn) {
-                if !reader.vcpu && !reader.cache_shared.get() {
+                if !self.vcpu && !reader.cache_shared.get() {
                     set.offer_last_used(cached);
                     reader.cache_shared.set(true);
                 }
                 return Some(slot);
             }
         }
-        if !reader.vcpu {
+        if !self.vcpu {
             if let Some(slot) = set.last_used().filter(|slot| slot.contains(gfn)) {
                 let slot = usable(slot)?;
                 self.fill(slot, true);
@@ -329,7 +331,7 @@ impl<'r> View<'r> {
         let reader = self.reader();
         if reader.cache_generation.get() == self.generation {
             reader.cache.set(Some(SlotPtr::of(slot)));
-            if !reader.vcpu {
+            if !self.vcpu {
                 reader.cache_shared.set(shared);
             }
         }
