@@ -127,18 +127,16 @@ impl<V: Copy> Node<V> {
 
     /// `rank` for a root, which alone may hold few keys (a VM with few
     /// slots, a short tree): up to 16 keys are one count of just the keys
-    /// in use, rounded up to 2, 4, 8 or 16 in a branch and to 8 or 16 in a
-    /// leaf.
+    /// in use, rounded up to 4, 8 or 16 in a branch and to 8 or 16 in a
+    /// leaf (a branch root of two is `root_kid`'s).
     /// (`keys[n]` is `NONE` when at most `n` are used: index invariant 2.)
     /// `leaf` is a constant where this is inlined, so a leaf root does not
-    /// test for 2 or 4.
+    /// test for 4.
     #[inline(always)]
     fn rank_root(&self, key: u64, leaf: bool) -> usize {
         let bound = key.min(NONE - 1) + 1;
         let at_most = |n: usize| self.keys[n] == NONE;
-        if !leaf && at_most(2) {
-            count(&self.keys[..2], bound)
-        } else if !leaf && at_most(4) {
+        if !leaf && at_most(4) {
             count(&self.keys[..4], bound)
         } else if at_most(BLOCK) {
             count(&self.keys[..BLOCK], bound)
@@ -147,6 +145,27 @@ impl<V: Copy> Node<V> {
         } else {
             self.rank(key)
         }
+    }
+
+    /// The kid of a branch root that `key` falls under. A root of two
+    /// kids (33 to some 60 slots, or a tree that just grew a level) picks
+    /// one by a branch: the CPU goes on down the tree with the kid it
+    /// guesses instead of waiting for the count. At 48 slots, under random
+    /// gfns and with either kid as likely, this measured 4.7 ns a lookup,
+    /// against 5.4 for a select by mask and 5.9 for a load of the kid the
+    /// count names; with three or four kids, a branch measured worse.
+    #[inline(always)]
+    fn root_kid(&self, key: u64) -> Option<u32> {
+        if self.keys[2] == NONE {
+            // A branch has two kids at least.
+            let (first, second) = (self.kid(0), self.kid(1));
+            return match count(&self.keys[..2], key.min(NONE - 1) + 1) {
+                0 => None,
+                1 => Some(first),
+                _ => Some(second),
+            };
+        }
+        Some(self.kid(self.rank_root(key, false).checked_sub(1)?))
     }
 
     fn insert_at(&mut self, i: usize, key: u64, link: Link<V>) {
@@ -248,11 +267,11 @@ impl<V: Copy> GfnIndex<V> {
             let i = n.rank_root(key, true).checked_sub(1)?;
             return Some((n.keys[i], n.val(i)));
         }
-        let mut i = n.rank_root(key, false).checked_sub(1)?;
-        for _ in 0..self.height {
-            n = self.linked(n.kid(i));
-            i = n.rank(key).checked_sub(1)?;
+        n = self.linked(n.root_kid(key)?);
+        for _ in 1..self.height {
+            n = self.linked(n.kid(n.rank(key).checked_sub(1)?));
         }
+        let i = n.rank(key).checked_sub(1)?;
         Some((n.keys[i], n.val(i)))
     }
 
