@@ -580,18 +580,20 @@ fn dummy_slot_churn_never_disturbs_the_guest() {
         // the churn went on: on a loaded machine one sum can outlast 1000.
         let deadline = Instant::now() + PATIENCE;
         let mut done = 0;
-        while done < cycles || sums.load(SeqCst) - before < 2 {
-            assert!(Instant::now() < deadline, "the guest made no progress during the churn");
+        while (done < cycles || sums.load(SeqCst) - before < 2) && Instant::now() < deadline {
             writer.create_ram(key(2), 0x10_0000 >> 12, Flags::empty(), dummy.clone()).unwrap();
             writer.delete(key(2)).unwrap();
             done += 1;
         }
         let during = sums.load(SeqCst) - before;
-        wait_for(&sums, 2);
+        if during >= 2 {
+            wait_for(&sums, 2);
+        }
         stop.store(true, SeqCst);
         (observer.join().unwrap(), done, during)
     });
     let elapsed = started.elapsed();
+    assert!(during >= 2, "the guest finished {during} sums during {cycles} create/delete cycles in {elapsed:.2?}");
     let gate = guest.gate.as_ref().unwrap().stats();
     println!(
         "{cycles} create/delete cycles in {elapsed:.2?} ({:.0} changes/s); the guest summed {during} times \
