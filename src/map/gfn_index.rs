@@ -635,14 +635,16 @@ mod tests {
     /// splits and after removals merge its third kid away: `floor` picks the
     /// kid by a branch there too, then ranks two levels down.
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "minutes of inserts under miri; there `grows_and_shrinks_logarithmically` walks a two-kid root over branches"
+    )]
     fn two_kid_roots_over_branches_match_a_btreemap() {
         fn agrees(index: &GfnIndex<u64>, model: &BTreeMap<u64, u64>) {
             index.check(index.root, index.height, true);
             assert_eq!((index.height, index.node(index.root).len()), (2, 2));
             let end = model.keys().next_back().map_or(0, |&k| k + 8);
-            let stride = if cfg!(miri) { 97 } else { 1 };
-            let probes: Vec<u64> = (0..end).step_by(stride).collect();
-            agrees_at(index, model, &probes);
+            agrees_at(index, model, &(0..end).collect::<Vec<u64>>());
         }
         fn push(index: &mut GfnIndex<u64>, model: &mut BTreeMap<u64, u64>) {
             let next = model.keys().next_back().map_or(10, |&k| k + 4);
