@@ -5,11 +5,12 @@
 //! counts that do not branch: the CPU overlaps consecutive lookups, and each
 //! level waits on two loads. A VM of up to 32 slots takes one node, a root of
 //! up to 16 keys is one count of just its used keys, and a root over two
-//! children picks one by a branch; 32764 slots take three or four levels. `B` = 32 measured best: at 64, picking the
-//! block takes a third count or a longer one, which cost more than the level it
-//! saves from 16 to 4096 slots. Every node but the root holds at least `B / 4`
-//! entries (nodes borrow or merge on removal), so the height is O(log n) and so
-//! are insert and remove.
+//! children picks one by a branch; 32764 slots take three or four levels. A
+//! width `B` of 32 measured best: at 64, picking the block takes a third count
+//! or a longer one, which cost more than the level it saves from 16 to 4096
+//! slots. Every node but the root holds at least `B / 4` entries (nodes borrow
+//! or merge on removal), so the height is O(log n) and so are insert and
+//! remove.
 //!
 //! Memory: a node is its 32 keys and one 8-byte link per key (a child in a
 //! branch, a value in a leaf), 512 bytes aligned to the cache line, so each
