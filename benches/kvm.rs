@@ -24,9 +24,9 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use memslots::backend::kvm::kvm_bindings::kvm_userspace_memory_region;
-use memslots::backend::kvm::kvm_ioctls::{Kvm, VmFd};
-use memslots::backend::kvm::{KvmBackend, KvmWriter, VcpuGate};
+use memslots::kvm::kvm_bindings::kvm_userspace_memory_region;
+use memslots::kvm::kvm_ioctls::{Kvm, VmFd};
+use memslots::kvm::{KvmBackend, KvmWriter, VcpuGate};
 use memslots::{Config, Flags, GuestRam, Memslots, Region, SlotKey, Writer, PAGE_SIZE};
 
 /// Slots already in the VM besides the one that moves.

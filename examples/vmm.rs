@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use memslots::backend::kvm::kvm_ioctls::Kvm;
-use memslots::backend::kvm::{Exit, KvmBackend, KvmWriter, Vcpu, VcpuGate};
+use memslots::kvm::kvm_ioctls::Kvm;
+use memslots::kvm::{Exit, KvmBackend, KvmWriter, Vcpu, VcpuGate};
 use memslots::{Flags, GuestRam, Memslots, SlotKey, Writer, PAGE_SIZE};
 
 /// The guest (64-bit; `as` syntax). rdi points to a table of (gpa, qwords)
@@ -327,7 +327,7 @@ fn run_vcpu(
     expected: &Mutex<HashMap<u64, u32>>,
     seen: &Seen,
     stop: &AtomicBool,
-) -> Result<(), memslots::backend::kvm::kvm_ioctls::Error> {
+) -> Result<(), memslots::kvm::kvm_ioctls::Error> {
     let mut region = 0u64;
     let mut hole = false;
     while !stop.load(Relaxed) {

@@ -69,35 +69,37 @@
 
 extern crate alloc;
 
-mod addr;
+mod access;
 pub mod backend;
-mod errno;
+mod base;
 mod error;
+#[cfg(feature = "kvm")]
+pub mod kvm;
 mod map;
 mod memory;
-mod sync;
 #[cfg(feature = "vm-memory")]
 pub mod vm_memory;
-mod wait;
+mod vocab;
 mod zap;
 
-pub use addr::{gfn_to_gpa, gpa_to_gfn, Gfn, Hva, GFN_LIMIT, MAX_SLOT_PAGES, PAGE_SHIFT, PAGE_SIZE};
-#[cfg(all(feature = "kvm", target_arch = "x86_64"))]
-pub use backend::kvm::{Exit, KvmBackend, KvmWriter, Vcpu, VcpuGate};
-pub use backend::{Backend, NoBackend, SlotChange};
+#[cfg(feature = "std")]
+pub use access::GuestRange;
+pub use access::{AccessError, AccessFailure, GpaCache};
+pub use backend::{Backend, NoBackend};
+pub use base::addr::{gfn_to_gpa, gpa_to_gfn, Gfn, Hva, GFN_LIMIT, MAX_SLOT_PAGES, PAGE_SHIFT, PAGE_SIZE};
+pub use base::wait::{SpinThenYield, Stall, Wait, STALL_STEPS};
 pub use error::Error;
+#[cfg(all(feature = "kvm", target_arch = "x86_64"))]
+pub use kvm::{Exit, KvmBackend, KvmWriter, Vcpu, VcpuGate};
 #[cfg(loom)]
 pub use map::LoomFault;
-pub use map::{
-    Batch, BatchError, Change, Config, Flags, Memslots, Reader, Region, Slot, SlotKey, UserMemoryRegion, View, Writer,
-};
+pub use map::{Batch, BatchError, Config, Memslots, Reader, Slot, View, Writer};
 #[cfg(loom)]
 #[doc(hidden)]
 pub use memory::dirty::DirtyBitmap as LoomDirtyBitmap;
-pub use memory::{AccessError, AccessFailure, GpaCache};
 #[cfg(feature = "std")]
-pub use memory::{GuestRam, GuestRange};
-pub use wait::{SpinThenYield, Stall, Wait, STALL_STEPS};
+pub use memory::GuestRam;
+pub use vocab::{Change, Flags, Region, SlotChange, SlotKey, UserMemoryRegion};
 pub use zap::{ZapBinner, ZapBins, FIXED_MTRR_GFNS, FULL_ZAP};
 
 /// The README's examples, compiled and run as doctests.

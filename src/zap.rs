@@ -16,9 +16,9 @@ use core::ops::Range;
 
 use core::fmt;
 
-use crate::addr::{Gfn, GFN_LIMIT};
-use crate::sync::{AtomicBool, AtomicU64, Ordering, UnsafeCell};
-use crate::wait::{wait_until, SpinThenYield, Wait};
+use crate::base::addr::{Gfn, GFN_LIMIT};
+use crate::base::sync::{AtomicBool, AtomicU64, Ordering, UnsafeCell};
+use crate::base::wait::{wait_until, SpinThenYield, Wait};
 
 /// The fixed-MTRR area: the 64 KiB, 16 KiB and 4 KiB fixed ranges below 1 MiB.
 pub const FIXED_MTRR_GFNS: Range<Gfn> = 0..0x100;

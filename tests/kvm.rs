@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 
-use memslots::backend::kvm::kvm_bindings::{kvm_userspace_memory_region, KVM_CAP_X86_SMM};
-use memslots::backend::kvm::kvm_ioctls::{Cap, Kvm, VmFd};
-use memslots::backend::kvm::{Exit, KvmBackend, KvmError, KvmWriter, Vcpu, VcpuGate};
+use memslots::kvm::kvm_bindings::{kvm_userspace_memory_region, KVM_CAP_X86_SMM};
+use memslots::kvm::kvm_ioctls::{Cap, Kvm, VmFd};
+use memslots::kvm::{Exit, KvmBackend, KvmError, KvmWriter, Vcpu, VcpuGate};
 use memslots::{
     Change, Config, Error, Flags, GuestRam, Memslots, Region, SlotKey, UserMemoryRegion, Writer, PAGE_SIZE,
 };

@@ -24,8 +24,8 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
-use memslots::backend::kvm::kvm_ioctls::Kvm;
-use memslots::backend::kvm::{Exit, KvmBackend, KvmWriter, Vcpu, VcpuGate, LONG_MODE_TABLES_SIZE};
+use memslots::kvm::kvm_ioctls::Kvm;
+use memslots::kvm::{Exit, KvmBackend, KvmWriter, Vcpu, VcpuGate, LONG_MODE_TABLES_SIZE};
 use memslots::{Config, Flags, Memslots, SlotKey};
 
 /// Guest RAM, from gpa 0.

@@ -1,6 +1,9 @@
 //! The seam a backend plugs into: something outside the crate that must
 //! follow every slot change, such as a KVM VM (feature `kvm`).
 //!
+//! Layer 4: it names changes in the vocabulary's words and refusals in the
+//! errors' (`Error::Backend`), and knows nothing of the map or of memory.
+//!
 //! Modeled on the kernel's prepare / commit steps. For one writer call or one
 //! batch, the writer calls, in this order:
 //!
@@ -25,34 +28,7 @@
 //! that cancel out) calls no hook. [`NoBackend`] does nothing and costs
 //! nothing.
 
-use crate::map::{Change, Region, SlotKey};
-
-#[cfg(feature = "kvm")]
-pub mod kvm;
-
-/// One net change of a writer call or batch, as a backend sees it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SlotChange {
-    /// The slot.
-    pub key: SlotKey,
-    /// The slot before the call, if it existed.
-    pub old: Option<Region>,
-    /// The slot after the call, if it exists.
-    pub new: Option<Region>,
-}
-
-impl SlotChange {
-    /// What the change does.
-    pub fn kind(&self) -> Change {
-        match (self.old, self.new) {
-            (None, Some(_)) => Change::Created,
-            (Some(_), None) => Change::Deleted,
-            (Some(old), Some(new)) if old.base_gfn != new.base_gfn => Change::Moved,
-            (Some(old), Some(new)) if old.flags != new.flags => Change::FlagsChanged,
-            _ => Change::Unchanged,
-        }
-    }
-}
+pub use crate::vocab::SlotChange;
 
 /// Something that follows every slot change; see the [module docs](self) for
 /// the exact order of calls.

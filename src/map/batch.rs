@@ -3,13 +3,12 @@
 use alloc::vec::Vec;
 use core::fmt;
 
-use crate::addr::Gfn;
 use crate::backend::Backend;
+use crate::base::addr::Gfn;
 use crate::error::Error;
-use crate::map::plan::Change;
-use crate::map::slot::{Flags, Region, SlotKey, UserMemoryRegion};
 use crate::map::writer::Writer;
 use crate::memory::backing::Backing;
+use crate::vocab::{Change, Flags, Region, SlotKey, UserMemoryRegion};
 
 /// One operation of a batch (a single writer call is a batch of one).
 #[derive(Clone, Debug)]

@@ -11,17 +11,18 @@
 
 use alloc::vec::Vec;
 
-use crate::addr::PAGE_SHIFT;
-use crate::backend::{Backend, SlotChange};
+use crate::backend::Backend;
+use crate::base::addr::PAGE_SHIFT;
+use crate::base::sync::{AtomicBool, Ordering};
 use crate::error::Error;
 use crate::map::batch::{BatchError, Op};
 use crate::map::order::backend_order;
-use crate::map::plan::{plan, Change, Plan};
+use crate::map::plan::{plan, Plan};
 use crate::map::set::{self, Set};
 use crate::map::shared::Inner;
-use crate::map::slot::{Region, Slot, SlotKey, SlotPtr, UserMemoryRegion};
+use crate::map::slot::{Slot, SlotPtr};
 use crate::memory::backing::Backing;
-use crate::sync::{AtomicBool, Ordering};
+use crate::vocab::{Change, Region, SlotChange, SlotKey, UserMemoryRegion};
 
 /// What a batch did to one slot key: the slot before (`orig`, in both sets)
 /// and after (`fin`).
@@ -299,7 +300,7 @@ impl<'a, B: Backend> Engine<'a, B> {
         let key = raw.key();
         let mut set = None;
         let plan = plan(
-            &self.inner.limits,
+            &self.inner.config,
             |as_id| {
                 // SAFETY: as in `edit`; the reference ends with `plan`.
                 unsafe { set.insert(self.inner.spaces[usize::from(as_id)].inactive()).deref() }
@@ -353,7 +354,7 @@ impl<'a, B: Backend> Engine<'a, B> {
     /// mostly find them warm.
     fn warm(&self, raw: &UserMemoryRegion) {
         let key = raw.key();
-        if key.as_id >= self.inner.limits.address_spaces {
+        if key.as_id >= self.inner.config.address_spaces {
             return;
         }
         let active = self.inner.spaces[usize::from(key.as_id)].active().0;
@@ -374,14 +375,14 @@ impl<'a, B: Backend> Engine<'a, B> {
     /// and the memory behind the slot if it creates one.
     fn resolve(&self, op: Op) -> Result<(UserMemoryRegion, Backing), Error> {
         let existing = |key: SlotKey| -> Result<Region, Error> {
-            self.inner.limits.check_key(key)?;
+            self.inner.config.check_key(key)?;
             let region = self.edit(key.as_id, |set| set.by_id(key.id).map(|slot| *slot.region()));
             region.ok_or(Error::NoSuchSlot { key })
         };
         match op {
             Op::Create(region, backing) => {
                 let key = region.key();
-                self.inner.limits.check_key(key)?;
+                self.inner.config.check_key(key)?;
                 if region.npages == 0 {
                     return Err(Error::EmptySlot);
                 }
@@ -549,7 +550,7 @@ impl<'a, B: Backend> Engine<'a, B> {
     /// period for all of them.
     fn swap_and_wait(&self, as_ids: &[u16]) {
         for &as_id in as_ids {
-            self.inner.spaces[usize::from(as_id)].swap(self.inner.limits.address_spaces);
+            self.inner.spaces[usize::from(as_id)].swap(self.inner.config.address_spaces);
         }
         self.inner.epochs.synchronize(&*self.inner.wait);
     }
@@ -578,7 +579,7 @@ struct SwapBackOnUnwind<'a> {
 impl Drop for SwapBackOnUnwind<'_> {
     fn drop(&mut self) {
         for &as_id in self.as_ids {
-            self.inner.spaces[usize::from(as_id)].swap(self.inner.limits.address_spaces);
+            self.inner.spaces[usize::from(as_id)].swap(self.inner.config.address_spaces);
         }
     }
 }

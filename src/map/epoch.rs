@@ -29,8 +29,8 @@ use core::ptr::{self, NonNull};
 
 use crossbeam_utils::CachePadded;
 
-use crate::sync::{fence, thread_token, AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
-use crate::wait::{wait_until, Wait};
+use crate::base::sync::{fence, thread_token, AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use crate::base::wait::{wait_until, Wait};
 
 /// A reader word's value outside any view.
 const IDLE: u64 = 0;

@@ -1,5 +1,7 @@
-//! The slot map: per address space two slot sets, wait-free readers, one
-//! writer.
+//! Layer 6, the slot map: per address space two slot sets, wait-free
+//! readers, one writer. It stands on host memory (what a slot holds), the
+//! backend seam (what the writer tells), the errors, the vocabulary and the
+//! base.
 //!
 //! # Invariants
 //!
@@ -58,16 +60,14 @@ use core::fmt;
 pub use batch::{Batch, BatchError};
 #[cfg(loom)]
 pub use epoch::LoomFault;
-pub use plan::Change;
 pub use reader::{Reader, View};
-pub use slot::{Flags, Region, Slot, SlotKey, UserMemoryRegion};
+pub use slot::Slot;
 pub use writer::Writer;
 
 use crate::backend::{Backend, NoBackend};
+use crate::base::sync::Ordering;
+use crate::base::wait::{SpinThenYield, Wait};
 use crate::error::Error;
-use crate::sync::Ordering;
-use crate::wait::{SpinThenYield, Wait};
-use plan::Limits;
 use shared::Inner;
 
 /// The proptest settings of the index tests: 128 cases, or under miri 4
@@ -125,22 +125,12 @@ impl Memslots {
             return Err(Error::InvalidConfig);
         }
         let spaces = (0..config.address_spaces).map(AddressSpace::new).collect();
-        let limits = Limits {
-            address_spaces: config.address_spaces,
-            max_slots: config.max_slots,
-            max_total_pages: config.max_total_pages,
-        };
-        Ok(Memslots { inner: Arc::new(Inner::new(spaces, limits, Box::new(wait))) })
+        Ok(Memslots { inner: Arc::new(Inner::new(spaces, config, Box::new(wait))) })
     }
 
     /// The configuration.
     pub fn config(&self) -> Config {
-        let limits = &self.inner.limits;
-        Config {
-            address_spaces: limits.address_spaces,
-            max_slots: limits.max_slots,
-            max_total_pages: limits.max_total_pages,
-        }
+        self.inner.config
     }
 
     /// The writer.

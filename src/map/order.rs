@@ -5,8 +5,7 @@
 use alloc::collections::BTreeSet;
 use alloc::vec::Vec;
 
-use crate::backend::SlotChange;
-use crate::map::plan::Change;
+use crate::vocab::{Change, SlotChange};
 
 /// Sorts `changes` (with the index of the batch operation behind each):
 /// deletes, then moves, then flag changes, then creates; within a kind by
@@ -89,7 +88,7 @@ fn order_moves(moves: &mut [(SlotChange, usize)]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::map::{Flags, Region, SlotKey};
+    use crate::vocab::{Flags, Region, SlotKey};
 
     fn moved(id: u16, from: u64, to: u64) -> (SlotChange, usize) {
         let region = |base_gfn| Region { id, as_id: 0, base_gfn, npages: 4, hva: 0, flags: Flags::empty() };

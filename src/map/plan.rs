@@ -16,10 +16,12 @@
 //!    same base and flags is a no-op;
 //! 9. CREATE and MOVE must not overlap another slot (its own old range is fine).
 
-use crate::addr::{is_page_aligned, MAX_SLOT_PAGES, PAGE_SHIFT};
+use crate::base::addr::{is_page_aligned, MAX_SLOT_PAGES, PAGE_SHIFT};
 use crate::error::Error;
 use crate::map::set::Set;
-use crate::map::slot::{Flags, Region, SlotKey, SlotPtr, UserMemoryRegion};
+use crate::map::slot::SlotPtr;
+use crate::map::Config;
+use crate::vocab::{Change, Flags, Region, SlotKey, UserMemoryRegion};
 
 /// What a valid request changes.
 #[derive(Clone, Copy, Debug)]
@@ -29,21 +31,6 @@ pub(crate) enum Plan {
     Delete(SlotPtr),
     Move(SlotPtr, Region),
     Flags(SlotPtr, Region),
-}
-
-/// What `Writer::set_region` did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Change {
-    /// A new slot.
-    Created,
-    /// The slot was removed.
-    Deleted,
-    /// The slot moved to a new guest address.
-    Moved,
-    /// Only the flags changed.
-    FlagsChanged,
-    /// The parameters matched the slot: nothing was done.
-    Unchanged,
 }
 
 impl Plan {
@@ -58,14 +45,8 @@ impl Plan {
     }
 }
 
-/// The limits a request is checked against.
-pub(crate) struct Limits {
-    pub(crate) address_spaces: u16,
-    pub(crate) max_slots: u16,
-    pub(crate) max_total_pages: u64,
-}
-
-impl Limits {
+/// The limits of the configuration, as validation checks them.
+impl Config {
     /// Checks a typed key: the slot id first, as KVM does.
     pub(crate) fn check_key(&self, key: SlotKey) -> Result<(), Error> {
         self.check_id(key.id)?;
@@ -90,7 +71,7 @@ impl Limits {
 /// Validates `raw` against `set` (the writer's view of its address space) and
 /// the pages already in use. Changes nothing.
 pub(crate) fn plan<'s>(
-    limits: &Limits,
+    config: &Config,
     set_of: impl FnOnce(u16) -> &'s Set,
     total_pages: u64,
     raw: UserMemoryRegion,
@@ -100,7 +81,7 @@ pub(crate) fn plan<'s>(
         return Err(Error::UnknownFlags { bits: unknown });
     }
     let key = raw.key();
-    limits.check_id(key.id)?;
+    config.check_id(key.id)?;
     let (flags, gpa, size, hva) = (raw.flags, raw.guest_phys_addr, raw.memory_size, raw.userspace_addr);
     if !is_page_aligned(size) {
         return Err(Error::UnalignedSize { size });
@@ -114,7 +95,7 @@ pub(crate) fn plan<'s>(
     if hva.checked_add(size).is_none() {
         return Err(Error::HvaWraps);
     }
-    limits.check_address_space(key.as_id)?;
+    config.check_address_space(key.as_id)?;
     if gpa.checked_add(size).is_none() {
         return Err(Error::GpaWraps);
     }
@@ -132,7 +113,7 @@ pub(crate) fn plan<'s>(
     let new = Region { id, as_id, base_gfn: gpa >> PAGE_SHIFT, npages, hva, flags };
     let plan = match old {
         None => {
-            let limit = limits.max_total_pages;
+            let limit = config.max_total_pages;
             if total_pages.checked_add(npages).is_none_or(|total| total > limit) {
                 return Err(Error::TotalPagesExceeded { limit });
             }

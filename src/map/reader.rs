@@ -6,14 +6,14 @@ use core::fmt;
 use core::ops::Range;
 use core::ptr::NonNull;
 
-use crate::addr::{Gfn, Hva, PAGE_SHIFT};
+use crate::base::addr::{Gfn, Hva, PAGE_SHIFT};
+use crate::base::sync::ConstPtr;
 use crate::error::Error;
 use crate::map::epoch::{Entry, Epochs};
 use crate::map::set::Set;
 use crate::map::shared::Inner;
 use crate::map::slot::{Slot, SlotPtr};
 use crate::map::space::GEN_UPDATE_IN_PROGRESS;
-use crate::sync::ConstPtr;
 
 /// A thread's handle for looking up slots: one per vCPU
 /// ([`Memslots::reader`]) or per device thread ([`Memslots::device_reader`]).
@@ -116,7 +116,7 @@ impl Reader {
     /// # Errors
     /// [`Error::InvalidAddressSpace`] if the map has no such address space.
     pub fn set_address_space(&mut self, as_id: u16) -> Result<(), Error> {
-        if as_id >= self.inner.limits.address_spaces {
+        if as_id >= self.inner.config.address_spaces {
             return Err(Error::InvalidAddressSpace { as_id: as_id.into() });
         }
         self.as_id = as_id;

@@ -14,11 +14,12 @@
 use alloc::vec::Vec;
 use core::ops::Range;
 
-use crate::addr::{Gfn, Hva};
+use crate::base::addr::{Gfn, Hva};
+use crate::base::sync::{AtomicPtr, Ordering};
 use crate::map::gfn_index::{self, GfnIndex};
 use crate::map::hva_index::{self, HvaIndex, Key};
-use crate::map::slot::{Slot, SlotKey, SlotPtr};
-use crate::sync::{AtomicPtr, Ordering};
+use crate::map::slot::{Slot, SlotPtr};
+use crate::vocab::SlotKey;
 
 pub(crate) struct Set {
     by_gfn: GfnIndex<SlotPtr>,

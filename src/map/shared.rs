@@ -2,17 +2,17 @@
 
 use alloc::boxed::Box;
 
+use crate::base::sync::{AtomicBool, AtomicU64, AtomicUsize};
+use crate::base::wait::Wait;
 use crate::map::epoch::Epochs;
-use crate::map::plan::Limits;
 use crate::map::space::AddressSpace;
-use crate::sync::{AtomicBool, AtomicU64, AtomicUsize};
-use crate::wait::Wait;
+use crate::map::Config;
 
 /// Everything behind a `Memslots`; readers and the writer each hold an `Arc`.
 pub(crate) struct Inner {
     pub(crate) epochs: Epochs,
     pub(crate) spaces: Box<[AddressSpace]>,
-    pub(crate) limits: Limits,
+    pub(crate) config: Config,
     pub(crate) wait: Box<dyn Wait>,
     /// Whether a writer handle is alive (invariant 7).
     pub(crate) writer_taken: AtomicBool,
@@ -33,11 +33,11 @@ pub(crate) struct Inner {
 static NEXT_ID: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
 impl Inner {
-    pub(crate) fn new(spaces: Box<[AddressSpace]>, limits: Limits, wait: Box<dyn Wait>) -> Inner {
+    pub(crate) fn new(spaces: Box<[AddressSpace]>, config: Config, wait: Box<dyn Wait>) -> Inner {
         Inner {
             epochs: Epochs::new(),
             spaces,
-            limits,
+            config,
             wait,
             writer_taken: AtomicBool::new(false),
             poisoned: AtomicBool::new(false),

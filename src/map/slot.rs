@@ -1,133 +1,13 @@
 //! Slots: one contiguous guest range backed by one contiguous host range.
 
-use core::fmt;
 use core::ops::Range;
 
-use crate::addr::{Gfn, Hva, GFN_LIMIT, MAX_SLOT_PAGES, PAGE_SHIFT};
-use crate::error::Error;
-use crate::memory::backing::Backing;
-use crate::memory::dirty::DirtyBitmap;
 use alloc::sync::Arc;
 
-bitflags::bitflags! {
-    /// Slot flags, with KVM's bit values. Unknown bits are kept (see
-    /// [`Flags::from_bits_retain`]) so that validation can name them.
-    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-    pub struct Flags: u32 {
-        /// Dirty pages are logged.
-        const LOG_DIRTY_PAGES = 1 << 0;
-        /// The guest may not write through this slot.
-        const READONLY = 1 << 1;
-    }
-}
-
-/// Names a slot: its id within its address space.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct SlotKey {
-    /// The slot id, below the configured number of slots.
-    pub id: u16,
-    /// The address space.
-    pub as_id: u16,
-}
-
-impl SlotKey {
-    /// KVM's packed `slot` field: `(as_id << 16) | id`.
-    pub const fn kvm_slot(self) -> u32 {
-        ((self.as_id as u32) << 16) | self.id as u32
-    }
-}
-
-impl fmt::Display for SlotKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.as_id, self.id)
-    }
-}
-
-/// A slot as the caller describes it to `Writer::create`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Region {
-    /// The slot id.
-    pub id: u16,
-    /// The address space.
-    pub as_id: u16,
-    /// The first guest frame.
-    pub base_gfn: Gfn,
-    /// The number of pages.
-    pub npages: u64,
-    /// The host address backing `base_gfn`; page aligned.
-    pub hva: Hva,
-    /// `LOG_DIRTY_PAGES` and/or `READONLY`.
-    pub flags: Flags,
-}
-
-impl Region {
-    /// The slot's key.
-    pub const fn key(&self) -> SlotKey {
-        SlotKey { id: self.id, as_id: self.as_id }
-    }
-
-    /// One past the last guest frame.
-    pub const fn end_gfn(&self) -> Gfn {
-        self.base_gfn + self.npages
-    }
-}
-
-/// A request in the shape of KVM's `struct kvm_userspace_memory_region`,
-/// for [`Writer::set_region`](crate::Writer::set_region).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct UserMemoryRegion {
-    /// `(as_id << 16) | id`, as KVM packs it: see [`SlotKey::kvm_slot`].
-    pub slot: u32,
-    /// The slot's flags; unknown bits are refused with
-    /// [`Error::UnknownFlags`](crate::Error::UnknownFlags).
-    pub flags: Flags,
-    /// The guest physical address of the first byte; page aligned.
-    pub guest_phys_addr: u64,
-    /// The size in bytes; page aligned; 0 deletes the slot.
-    pub memory_size: u64,
-    /// The host address backing `guest_phys_addr`; page aligned.
-    pub userspace_addr: u64,
-}
-
-impl UserMemoryRegion {
-    /// The key the `slot` field names: address space from the upper 16
-    /// bits, id from the lower 16, as KVM splits it.
-    pub const fn key(&self) -> SlotKey {
-        SlotKey { id: self.slot as u16, as_id: (self.slot >> 16) as u16 }
-    }
-}
-
-impl TryFrom<Region> for UserMemoryRegion {
-    type Error = Error;
-
-    /// The request that sets a slot to `region`.
-    ///
-    /// # Errors
-    /// [`Error::SlotTooLarge`] for more than [`MAX_SLOT_PAGES`] pages, and
-    /// [`Error::GpaWraps`] for a range that does not fit a byte address.
-    fn try_from(region: Region) -> Result<UserMemoryRegion, Error> {
-        check_frames(region.base_gfn, region.npages)?;
-        Ok(UserMemoryRegion {
-            slot: region.key().kvm_slot(),
-            flags: region.flags,
-            guest_phys_addr: region.base_gfn << PAGE_SHIFT,
-            memory_size: region.npages << PAGE_SHIFT,
-            userspace_addr: region.hva,
-        })
-    }
-}
-
-/// Checks that a gfn range given in frames converts to a byte range whose
-/// end does not wrap (KVM's `gpa + size < gpa` check).
-pub(crate) fn check_frames(base_gfn: Gfn, npages: u64) -> Result<(), Error> {
-    if npages > MAX_SLOT_PAGES {
-        return Err(Error::SlotTooLarge { npages });
-    }
-    match base_gfn.checked_add(npages) {
-        Some(end) if end < GFN_LIMIT => Ok(()),
-        _ => Err(Error::GpaWraps),
-    }
-}
+use crate::base::addr::{Gfn, Hva, PAGE_SHIFT};
+use crate::memory::backing::Backing;
+use crate::memory::dirty::DirtyBitmap;
+use crate::vocab::{Flags, Region, SlotKey};
 
 /// A slot as readers see it. Immutable once readers can reach it: a change
 /// makes a new `Slot`.
@@ -144,7 +24,7 @@ pub struct Slot {
     /// handed out and the writer writes before freeing it, so the model
     /// checker reports any reader access that is not ordered before the free.
     #[cfg(loom)]
-    liveness: crate::sync::UnsafeCell<()>,
+    liveness: crate::base::sync::UnsafeCell<()>,
 }
 
 impl PartialEq for Slot {
@@ -163,7 +43,7 @@ impl Slot {
             backing,
             dirty,
             #[cfg(loom)]
-            liveness: crate::sync::UnsafeCell::new(()),
+            liveness: crate::base::sync::UnsafeCell::new(()),
         }
     }
 

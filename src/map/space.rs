@@ -1,7 +1,7 @@
 //! An address space: two sets, one active for readers, one for the writer.
 
+use crate::base::sync::{AtomicU64, AtomicUsize, ConstPtr, MutPtr, Ordering, UnsafeCell};
 use crate::map::set::Set;
-use crate::sync::{AtomicU64, AtomicUsize, ConstPtr, MutPtr, Ordering, UnsafeCell};
 
 /// Marks a generation read during a swap: never equal to a published one.
 pub(crate) const GEN_UPDATE_IN_PROGRESS: u64 = 1 << 63;

@@ -5,17 +5,16 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt;
 
-use crate::addr::Gfn;
 use crate::backend::{Backend, NoBackend};
+use crate::base::addr::Gfn;
+use crate::base::sync::Ordering;
 use crate::error::Error;
 use crate::map::batch::{Batch, BatchError, Op};
 use crate::map::commit::{Engine, Scratch};
-use crate::map::plan::Change;
 use crate::map::shared::Inner;
-use crate::map::slot::{Flags, Region, SlotKey, UserMemoryRegion};
 use crate::memory::backing::Backing;
 use crate::memory::dirty::DirtyBitmap;
-use crate::sync::Ordering;
+use crate::vocab::{Change, Flags, Region, SlotKey, UserMemoryRegion};
 
 /// The one handle that changes slots. Get it with [`Memslots::writer`] (or
 /// [`Memslots::writer_with`] to plug in a [`Backend`]); dropping it lets
@@ -193,7 +192,7 @@ impl<B: Backend> Writer<B> {
     }
 
     fn with_dirty_log<R>(&self, key: SlotKey, f: impl FnOnce(&DirtyBitmap) -> R) -> Result<R, Error> {
-        self.inner.limits.check_key(key)?;
+        self.inner.config.check_key(key)?;
         let (active, _) = self.inner.spaces[usize::from(key.as_id)].active();
         // SAFETY: invariant 7: only this writer mutates sets, and not now.
         let set = unsafe { active.deref() };

@@ -7,7 +7,8 @@
 use alloc::vec::Vec;
 use core::fmt;
 
-use crate::sync::{AtomicU64, Ordering};
+use crate::base::addr::PAGE_SHIFT;
+use crate::base::sync::{AtomicU64, Ordering};
 
 /// The dirty bits of one slot, shared by every slot object that carries the
 /// slot's log (a flags change that keeps logging, a move).
@@ -39,6 +40,19 @@ impl DirtyBitmap {
             self.words[word].fetch_or(mask, Ordering::Relaxed);
             page += run;
         }
+    }
+
+    /// Marks the pages holding bytes `offset..offset + len` of the slot
+    /// (pages past the slot are ignored; nothing for `len == 0`): the one
+    /// place a byte range written by the host becomes page bits.
+    #[inline]
+    pub(crate) fn mark_bytes(&self, offset: u64, len: u64) {
+        if len == 0 {
+            return;
+        }
+        let first = offset >> PAGE_SHIFT;
+        let last = offset.saturating_add(len - 1) >> PAGE_SHIFT;
+        self.mark(first, last - first + 1);
     }
 
     /// Returns the bitmap and clears it, word by word.

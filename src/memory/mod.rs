@@ -1,27 +1,18 @@
-//! Guest memory: what stands behind a slot (owned RAM, raw registrations,
-//! or only an address), dirty logging, and the accessors that read and
-//! write guest memory through a view.
-//!
-//! The lower modules (`backing`, `dirty`, `ram`) know nothing of the slot
-//! map, which stores them in its slots; the accessors above them work
-//! through the map's views.
+//! Layer 5, host memory: what stands behind a slot's host addresses (owned
+//! RAM, a raw registration, or only an address number), the dirty bitmap,
+//! and the routines that copy to and from guest memory. It knows nothing of
+//! the slot map, which stores these in its slots; the accessors that read
+//! and write guest memory through a view are the layer above the map
+//! (`access`).
 
-mod access;
 pub(crate) mod backing;
-mod cache;
-mod copy;
+pub(crate) mod copy;
 #[cfg(not(loom))]
 pub(crate) mod dirty;
 #[cfg(loom)]
 pub mod dirty;
 #[cfg(feature = "std")]
-mod ram;
-#[cfg(feature = "std")]
-mod range;
+pub(crate) mod ram;
 
-pub use access::{AccessError, AccessFailure};
-pub use cache::GpaCache;
 #[cfg(feature = "std")]
 pub use ram::GuestRam;
-#[cfg(feature = "std")]
-pub use range::GuestRange;

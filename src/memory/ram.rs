@@ -5,7 +5,7 @@
 use core::fmt;
 use core::ptr::NonNull;
 
-use crate::addr::PAGE_SIZE;
+use crate::base::addr::PAGE_SIZE;
 use crate::error::Error;
 
 /// The alignment of guest RAM: one x86 huge page.
@@ -48,9 +48,10 @@ impl GuestRam {
         self.len
     }
 
-    /// Always false: guest RAM has at least one page.
+    /// Whether the mapping is empty (never: guest RAM has at least one
+    /// page).
     pub fn is_empty(&self) -> bool {
-        false
+        self.len == 0
     }
 
     /// The host address of the first byte.

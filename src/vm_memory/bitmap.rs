@@ -5,7 +5,7 @@ use core::fmt;
 
 use ::vm_memory::bitmap::{Bitmap, BitmapSlice, WithBitmapSlice};
 
-use crate::addr::PAGE_SHIFT;
+use crate::base::addr::PAGE_SHIFT;
 use crate::memory::dirty::DirtyBitmap;
 
 /// The dirty log of a slot with `LOG_DIRTY_PAGES`, as vm-memory's
@@ -31,13 +31,8 @@ impl<'a> WithBitmapSlice<'a> for DirtyLog {
 impl Bitmap for DirtyLog {
     #[inline]
     fn mark_dirty(&self, offset: usize, len: usize) {
-        if len == 0 {
-            return;
-        }
-        let first = offset as u64 >> PAGE_SHIFT;
-        let last = (offset as u64).saturating_add(len as u64 - 1) >> PAGE_SHIFT;
         // Pages past the slot are ignored by the log.
-        self.0.mark(first, last - first + 1);
+        self.0.mark_bytes(offset as u64, len as u64);
     }
 
     fn dirty_at(&self, offset: usize) -> bool {

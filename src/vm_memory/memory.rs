@@ -5,7 +5,7 @@ use core::fmt;
 
 use ::vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryRegion, MemoryRegionAddress};
 
-use crate::addr::{GFN_LIMIT, PAGE_SHIFT};
+use crate::base::addr::{GFN_LIMIT, PAGE_SHIFT};
 use crate::map::View;
 use crate::vm_memory::region::SlotRegion;
 

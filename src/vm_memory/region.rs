@@ -8,7 +8,7 @@ use ::vm_memory::{
     MemoryRegionAddress, VolatileSlice,
 };
 
-use crate::addr::PAGE_SHIFT;
+use crate::base::addr::PAGE_SHIFT;
 use crate::map::Slot;
 use crate::vm_memory::bitmap::{DirtyLog, DirtySlice};
 

@@ -2,11 +2,11 @@
 //! `gfn_to_hva_cache`: resolved once, resolved again only when the
 //! generation changed.
 
-use crate::addr::PAGE_SHIFT;
-use crate::map::{Flags, View};
-use crate::memory::access::{AccessError, AccessFailure};
+use crate::access::{check_window, AccessError, AccessFailure};
+use crate::map::View;
 use crate::memory::copy;
 use crate::memory::dirty::DirtyBitmap;
+use crate::vocab::Flags;
 
 /// A guest range of fixed address and length whose translation is kept
 /// between accesses, for structures a VMM touches often (a steal-time page,
@@ -66,21 +66,17 @@ impl GpaCache {
         self.len
     }
 
-    /// Always false: a cached range has at least one byte.
+    /// Whether the range is empty (never: a cached range has at least one
+    /// byte).
     pub fn is_empty(&self) -> bool {
-        false
+        self.len == 0
     }
 
-    /// Checks `offset..offset + len` against the range.
+    /// Checks `offset..offset + len` against the range; returns its guest
+    /// address.
     fn check(&self, offset: usize, len: usize) -> Result<u64, AccessError> {
         let gpa = self.gpa.wrapping_add(offset as u64);
-        let fail = |failure| Err(AccessError { gpa, done: 0, failure });
-        if len == 0 {
-            return fail(AccessFailure::Empty);
-        }
-        if offset.checked_add(len).is_none_or(|end| end > self.len) {
-            return fail(AccessFailure::PastEnd);
-        }
+        check_window(offset, len, self.len).map_err(|failure| AccessError { gpa, done: 0, failure })?;
         Ok(gpa)
     }
 }
@@ -138,9 +134,7 @@ impl View<'_> {
             // generation), which the slot keeps alive while the view lives.
             // SAFETY: as just said.
             let log = unsafe { &*core::ptr::with_exposed_provenance::<DirtyBitmap>(fast.dirty) };
-            let start = fast.slot_offset + offset as u64;
-            let (first, last) = (start >> PAGE_SHIFT, (start + buf.len() as u64 - 1) >> PAGE_SHIFT);
-            log.mark(first, last - first + 1);
+            log.mark_bytes(fast.slot_offset + offset as u64, buf.len() as u64);
         }
         Ok(())
     }

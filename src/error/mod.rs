@@ -1,8 +1,12 @@
-//! Errors returned by the writer and by configuration.
+//! Layer 3: the errors the writer and configuration return, and the errno
+//! KVM gives for each (`errno`). On the vocabulary only.
+
+mod errno;
 
 use core::fmt;
 
-use crate::map::SlotKey;
+use crate::base::addr::PAGE_SHIFT;
+use crate::vocab::slot::{check_frames, FrameError, Region, SlotKey, UserMemoryRegion};
 
 /// Why a request was refused. Every refusal leaves the slots, caches and
 /// generations exactly as they were.
@@ -164,3 +168,33 @@ impl fmt::Display for Error {
 }
 
 impl core::error::Error for Error {}
+
+impl From<FrameError> for Error {
+    fn from(error: FrameError) -> Error {
+        match error {
+            FrameError::TooLarge { npages } => Error::SlotTooLarge { npages },
+            FrameError::Wraps => Error::GpaWraps,
+        }
+    }
+}
+
+impl TryFrom<Region> for UserMemoryRegion {
+    type Error = Error;
+
+    /// The request that sets a slot to `region`.
+    ///
+    /// # Errors
+    /// [`Error::SlotTooLarge`] for more than
+    /// [`MAX_SLOT_PAGES`](crate::MAX_SLOT_PAGES) pages, and
+    /// [`Error::GpaWraps`] for a range that does not fit a byte address.
+    fn try_from(region: Region) -> Result<UserMemoryRegion, Error> {
+        check_frames(region.base_gfn, region.npages)?;
+        Ok(UserMemoryRegion {
+            slot: region.key().kvm_slot(),
+            flags: region.flags,
+            guest_phys_addr: region.base_gfn << PAGE_SHIFT,
+            memory_size: region.npages << PAGE_SHIFT,
+            userspace_addr: region.hva,
+        })
+    }
+}

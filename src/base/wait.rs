@@ -1,6 +1,8 @@
 //! How the crate waits for other threads: the writer for a grace period, a
 //! vCPU for another vCPU's zap. The embedder chooses the strategy.
 
+use crate::base::sync::model_yield;
+
 /// A wait strategy: what the writer's grace-period wait and
 /// [`ZapBinner::zap_or_wait`] do while another thread has to move first.
 ///
@@ -79,7 +81,9 @@ impl Wait for SpinThenYield {
 pub(crate) fn wait_until(wait: &(impl Wait + ?Sized), reader: Option<u32>, mut done: impl FnMut() -> bool) {
     let mut step = 0u32;
     while !done() {
-        crate::sync::pause(wait, step);
+        if !model_yield() {
+            wait.pause(step);
+        }
         step = step.saturating_add(1);
         if Stall::due(step) {
             wait.stalled(&Stall::new(reader, step));

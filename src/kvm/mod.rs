@@ -1,11 +1,11 @@
-//! The `kvm` feature: a [`Backend`](crate::Backend) that mirrors every slot
+//! Layer 8, the `kvm` integration (feature `kvm`): a [`Backend`](crate::Backend) that mirrors every slot
 //! change into a real KVM VM, the gate that keeps vCPUs out of `KVM_RUN`
 //! while a batch is applied, and a small vCPU helper for tests and examples.
 //!
 //! ```no_run
-//! use memslots::backend::kvm::{Exit, KvmBackend, KvmWriter, Vcpu, VcpuGate};
+//! use memslots::kvm::{Exit, KvmBackend, KvmWriter, Vcpu, VcpuGate};
 //! use memslots::{Flags, Memslots, SlotKey};
-//! use memslots::backend::kvm::kvm_ioctls::Kvm;
+//! use memslots::kvm::kvm_ioctls::Kvm;
 //!
 //! let vm = Kvm::new()?.create_vm()?;
 //! let slots = Memslots::new(KvmBackend::kernel_config(&vm))?;

@@ -3,12 +3,12 @@
 use alloc::sync::Arc;
 use core::fmt;
 
-use crate::addr::PAGE_SHIFT;
-use crate::map::{Flags, View};
-use crate::memory::access::{AccessError, AccessFailure};
+use crate::access::{check_window, AccessError, AccessFailure};
+use crate::map::View;
 use crate::memory::copy;
 use crate::memory::dirty::DirtyBitmap;
 use crate::memory::ram::GuestRam;
+use crate::vocab::Flags;
 
 /// A piece of guest RAM in one slot, taken under a view with
 /// [`View::range`], that stays valid after the view ends: it holds a
@@ -90,24 +90,17 @@ impl GuestRange {
     }
 
     fn check(&self, offset: usize, len: usize, write: bool) -> Result<(), AccessError> {
-        let fail = |failure| Err(AccessError { gpa: offset as u64, done: 0, failure });
-        if len == 0 {
-            return fail(AccessFailure::Empty);
-        }
-        if offset.checked_add(len).is_none_or(|end| end > self.len) {
-            return fail(AccessFailure::PastEnd);
-        }
+        let fail = |failure| AccessError { gpa: offset as u64, done: 0, failure };
+        check_window(offset, len, self.len).map_err(fail)?;
         if write && !self.writable {
-            return fail(AccessFailure::ReadOnly);
+            return Err(fail(AccessFailure::ReadOnly));
         }
         Ok(())
     }
 
     fn mark(&self, offset: usize, len: usize) {
         if let Some(log) = &self.dirty {
-            let first = (self.offset + offset) as u64 >> PAGE_SHIFT;
-            let last = (self.offset + offset + len - 1) as u64 >> PAGE_SHIFT;
-            log.mark(first, last - first + 1);
+            log.mark_bytes((self.offset + offset) as u64, len as u64);
         }
     }
 }

@@ -13,7 +13,7 @@
 //! Where the crate refuses something KVM has no refusal for, the errno is
 //! the closest POSIX meaning, and says so below.
 
-use crate::error::Error;
+use super::Error;
 
 /// Linux errno values (the generic ones: x86, arm64, riscv), from `libc`
 /// where it is available.
@@ -85,7 +85,8 @@ impl Error {
 #[cfg(test)]
 mod tests {
     use super::code::*;
-    use crate::{Error, SlotKey};
+    use crate::error::Error;
+    use crate::vocab::SlotKey;
 
     #[test]
     fn kvm_errnos() {

@@ -4,8 +4,9 @@
 use kvm_bindings::{kvm_regs, kvm_segment, KVM_EXIT_IO, KVM_EXIT_IO_IN, KVM_EXIT_MMIO, KVM_MAX_CPUID_ENTRIES};
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
 
-use super::gate::VcpuGate;
-use crate::{AccessError, View};
+use crate::access::AccessError;
+use crate::kvm::gate::VcpuGate;
+use crate::map::View;
 
 /// Bytes of guest memory [`Vcpu::setup_long_mode`] writes at `tables`: a
 /// PML4, a PDPT and four page directories identity-mapping the first 4 GiB

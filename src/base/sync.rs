@@ -69,19 +69,15 @@ mod cell {
     }
 }
 
-/// One step of a wait for another thread: the embedder's [`Wait`] strategy,
-/// or under loom a yield, so the model checker knows the thread waits.
-///
-/// [`Wait`]: crate::Wait
+/// Under loom, a yield, so the model checker knows the thread waits for
+/// another (a spinning wait would otherwise explore no progress); returns
+/// whether it yielded. Without loom it does nothing and returns false, and
+/// the caller pauses its own way.
 #[inline]
-pub(crate) fn pause(wait: &(impl crate::Wait + ?Sized), step: u32) {
+pub(crate) fn model_yield() -> bool {
     #[cfg(loom)]
-    {
-        let _ = (wait, step);
-        loom::thread::yield_now();
-    }
-    #[cfg(not(loom))]
-    wait.pause(step);
+    loom::thread::yield_now();
+    cfg!(loom)
 }
 
 /// A number unique to the calling thread among live threads (the address of

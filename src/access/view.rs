@@ -1,60 +1,11 @@
 //! Reading and writing guest memory through a view: segment by segment
 //! across pages and slots, in the view's address space.
 
-use core::fmt;
-
-use crate::addr::{Gfn, PAGE_SHIFT};
-use crate::map::{Flags, Slot, View};
+use crate::access::{AccessError, AccessFailure};
+use crate::base::addr::{Gfn, PAGE_SHIFT};
+use crate::map::{Slot, View};
 use crate::memory::copy;
-
-/// Why a guest-memory access stopped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum AccessFailure {
-    /// A zero-length access.
-    Empty,
-    /// No usable slot holds the address: a hole, or a slot being deleted or
-    /// moved (INVALID).
-    NotMapped,
-    /// A write to a `READONLY` slot.
-    ReadOnly,
-    /// The slot was made from a host address number only
-    /// ([`Writer::create`](crate::Writer::create)); the crate cannot reach
-    /// its memory.
-    NoHostMemory,
-    /// The access runs past the end of a [`GuestRange`](crate::GuestRange)
-    /// or [`GpaCache`](crate::GpaCache) range, or a cached range past the
-    /// top of the guest address space. (The top page of the guest address
-    /// space can never be in a slot, so a [`View::read`] running off the
-    /// top stops there with [`AccessFailure::NotMapped`].)
-    PastEnd,
-}
-
-/// A guest-memory access that did not complete.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct AccessError {
-    /// The first guest address not accessed.
-    pub gpa: u64,
-    /// Bytes copied before it (a write may have changed them already).
-    pub done: usize,
-    /// Why.
-    pub failure: AccessFailure,
-}
-
-impl fmt::Display for AccessError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let why = match self.failure {
-            AccessFailure::Empty => "empty access",
-            AccessFailure::NotMapped => "no slot",
-            AccessFailure::ReadOnly => "read-only slot",
-            AccessFailure::NoHostMemory => "slot without host memory",
-            AccessFailure::PastEnd => "past the end of the guest address space",
-        };
-        write!(f, "guest access stopped at {:#x} after {} bytes: {why}", self.gpa, self.done)
-    }
-}
-
-impl core::error::Error for AccessError {}
+use crate::vocab::Flags;
 
 /// One piece of an access that lies in one slot.
 pub(crate) struct Segment<'v> {
@@ -70,9 +21,7 @@ impl Segment<'_> {
     /// Marks the pages of the segment in the slot's dirty log, if any.
     pub(crate) fn mark_dirty(&self) {
         if let Some(log) = self.slot.dirty_log() {
-            let first = self.offset >> PAGE_SHIFT;
-            let last = (self.offset + self.len as u64 - 1) >> PAGE_SHIFT;
-            log.mark(first, last - first + 1);
+            log.mark_bytes(self.offset, self.len as u64);
         }
     }
 }

@@ -7,10 +7,14 @@ use std::sync::{Arc, Weak};
 use kvm_bindings::{kvm_userspace_memory_region, KVM_CAP_MULTI_ADDRESS_SPACE};
 use kvm_ioctls::{Cap, VmFd};
 
-use super::gate::VcpuGate;
-use crate::backend::{Backend, SlotChange};
-use crate::map::{Change, Config, Flags, Region, SlotKey, Writer};
-use crate::{Error, Gfn, GuestRam, PAGE_SHIFT};
+use crate::backend::Backend;
+use crate::base::addr::{Gfn, PAGE_SHIFT};
+use crate::error::Error;
+use crate::kvm::gate::VcpuGate;
+use crate::map::{Config, Writer};
+use crate::memory::GuestRam;
+use crate::vocab::SlotChange;
+use crate::vocab::{Change, Flags, Region, SlotKey};
 
 /// A [`Backend`] that owns a KVM VM and applies every slot change to it with
 /// `KVM_SET_USER_MEMORY_REGION` (slot field `(as_id << 16) | id`), so that

@@ -1,0 +1,119 @@
+//! The words for a slot that every layer speaks: its key, its flags, the
+//! region a caller describes, KVM's request shape, and the frame checks that
+//! need nothing but numbers.
+
+use core::fmt;
+
+use crate::base::addr::{Gfn, Hva, GFN_LIMIT, MAX_SLOT_PAGES};
+
+bitflags::bitflags! {
+    /// Slot flags, with KVM's bit values. Unknown bits are kept (see
+    /// [`Flags::from_bits_retain`]) so that validation can name them.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+    pub struct Flags: u32 {
+        /// Dirty pages are logged.
+        const LOG_DIRTY_PAGES = 1 << 0;
+        /// The guest may not write through this slot.
+        const READONLY = 1 << 1;
+    }
+}
+
+/// Names a slot: its id within its address space.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SlotKey {
+    /// The slot id, below the configured number of slots.
+    pub id: u16,
+    /// The address space.
+    pub as_id: u16,
+}
+
+impl SlotKey {
+    /// KVM's packed `slot` field: `(as_id << 16) | id`.
+    pub const fn kvm_slot(self) -> u32 {
+        ((self.as_id as u32) << 16) | self.id as u32
+    }
+}
+
+impl fmt::Display for SlotKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.as_id, self.id)
+    }
+}
+
+/// A slot as the caller describes it to `Writer::create`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Region {
+    /// The slot id.
+    pub id: u16,
+    /// The address space.
+    pub as_id: u16,
+    /// The first guest frame.
+    pub base_gfn: Gfn,
+    /// The number of pages.
+    pub npages: u64,
+    /// The host address backing `base_gfn`; page aligned.
+    pub hva: Hva,
+    /// `LOG_DIRTY_PAGES` and/or `READONLY`.
+    pub flags: Flags,
+}
+
+impl Region {
+    /// The slot's key.
+    pub const fn key(&self) -> SlotKey {
+        SlotKey { id: self.id, as_id: self.as_id }
+    }
+
+    /// One past the last guest frame.
+    pub const fn end_gfn(&self) -> Gfn {
+        self.base_gfn + self.npages
+    }
+}
+
+/// A request in the shape of KVM's `struct kvm_userspace_memory_region`,
+/// for [`Writer::set_region`](crate::Writer::set_region).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct UserMemoryRegion {
+    /// `(as_id << 16) | id`, as KVM packs it: see [`SlotKey::kvm_slot`].
+    pub slot: u32,
+    /// The slot's flags; unknown bits are refused with
+    /// [`Error::UnknownFlags`](crate::Error::UnknownFlags).
+    pub flags: Flags,
+    /// The guest physical address of the first byte; page aligned.
+    pub guest_phys_addr: u64,
+    /// The size in bytes; page aligned; 0 deletes the slot.
+    pub memory_size: u64,
+    /// The host address backing `guest_phys_addr`; page aligned.
+    pub userspace_addr: u64,
+}
+
+impl UserMemoryRegion {
+    /// The key the `slot` field names: address space from the upper 16
+    /// bits, id from the lower 16, as KVM splits it.
+    pub const fn key(&self) -> SlotKey {
+        SlotKey { id: self.slot as u16, as_id: (self.slot >> 16) as u16 }
+    }
+}
+
+/// Why a range of frames cannot be a slot's (see [`check_frames`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FrameError {
+    /// More than [`MAX_SLOT_PAGES`] pages.
+    TooLarge {
+        /// The pages asked for.
+        npages: u64,
+    },
+    /// The range's end does not fit a byte address.
+    Wraps,
+}
+
+/// Checks that a gfn range given in frames converts to a byte range whose
+/// end does not wrap (KVM's `gpa + size < gpa` check).
+pub(crate) fn check_frames(base_gfn: Gfn, npages: u64) -> Result<(), FrameError> {
+    if npages > MAX_SLOT_PAGES {
+        return Err(FrameError::TooLarge { npages });
+    }
+    match base_gfn.checked_add(npages) {
+        Some(end) if end < GFN_LIMIT => Ok(()),
+        _ => Err(FrameError::Wraps),
+    }
+}
