@@ -57,6 +57,23 @@
 //! the VMM may unmap the host memory it registered for it. A host address a
 //! reader copied out of a view is the reader's own to stop using.
 //!
+//! # Layers
+//!
+//! The crate is built in layers whose imports point down only (checked in
+//! CI; `docs/architecture.md` has the picture):
+//!
+//! 1. `base`: gfn arithmetic, the loom shim for atomics, wait strategies;
+//! 2. `vocab`: [`SlotKey`], [`Flags`], [`Region`], [`UserMemoryRegion`],
+//!    [`Change`], [`SlotChange`] (and, on its own, the [`ZapBinner`]);
+//! 3. `error`: [`Error`] and [`Error::errno`];
+//! 4. [`backend`]: the [`Backend`] seam;
+//! 5. `memory`: host memory ([`GuestRam`], the dirty bitmap, the copies);
+//! 6. `map`: the slot map ([`Memslots`], [`Writer`], [`Reader`], [`View`]);
+//! 7. `access`: guest access through a view ([`View::read`],
+//!    [`GpaCache`], [`GuestRange`]);
+//! 8. integrations: `kvm` (feature `kvm`) and `vm_memory` (feature
+//!    `vm-memory`).
+//!
 //! # Features
 //!
 //! `std` (default) uses the standard library; without it the crate needs

@@ -125,7 +125,7 @@ impl<W: Wait> Drop for Pass<'_, W> {
             self.binner.with_state(|state| self.ranges[self.zapped..].iter().for_each(|r| state.bins.add(r.clone())));
         }
         // Release: pairs with the Acquire compare-exchange that takes
-        // `zapping`, ordering passes one after another.
+        // `zapping` in `zap_or_wait`, ordering passes one after another.
         self.binner.zapping.store(false, Ordering::Release);
     }
 }
@@ -182,13 +182,15 @@ impl<W: Wait> ZapBinner<W> {
             state.passes_started + 1
         });
         wait_until(&self.wait, None, || {
-            // Acquire: pairs with the Release store that ends a pass, so the
-            // zap happens before this call returns.
+            // Acquire: pairs with the Release store of `passes_done` that
+            // ends a pass (`drain`), so the zap happens before this call
+            // returns.
             if self.passes_done.load(Ordering::Acquire) >= pass {
                 return true;
             }
-            // Acquire: pairs with the Release store that ends the previous
-            // zapper's pass, ordering passes one after another.
+            // Acquire: pairs with the Release store of `zapping` that ends
+            // the previous zapper's pass (`Pass::drop`), ordering passes one
+            // after another.
             if self.zapping.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok() {
                 self.drain(&mut zap);
                 // Acquire: as above.
@@ -220,22 +222,23 @@ impl<W: Wait> ZapBinner<W> {
             zap(range.clone());
             pass_guard.zapped += 1;
         }
-        // Release: pairs with the Acquire load of waiters, publishing that
-        // this pass's zaps have completed.
+        // Release: pairs with the Acquire loads of `passes_done` in
+        // `zap_or_wait`, publishing that this pass's zaps have completed.
         self.passes_done.store(pass, Ordering::Release);
     }
 
     fn with_state<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
         wait_until(&self.wait, None, || {
-            // Acquire: pairs with the Release store that unlocks.
+            // Acquire: pairs with the Release store that unlocks, below.
             self.locked.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok()
         });
         let state = self.state.get_mut();
         // SAFETY: the spin lock is held; the reference ends with `f`.
         let result = f(unsafe { state.deref() });
+        // Under loom, the end of the tracked access.
         #[allow(clippy::drop_non_drop)]
-        drop(state); // Under loom, the end of the tracked access.
-                     // Release: pairs with the Acquire compare-exchange that locks.
+        drop(state);
+        // Release: pairs with the Acquire compare-exchange that locks, above.
         self.locked.store(false, Ordering::Release);
         result
     }

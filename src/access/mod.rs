@@ -32,7 +32,7 @@ pub enum AccessFailure {
     /// The access runs past the end of a [`GuestRange`](crate::GuestRange)
     /// or [`GpaCache`](crate::GpaCache) range, or a cached range past the
     /// top of the guest address space. (The top page of the guest address
-    /// space can never be in a slot, so a [`View::read`] running off the
+    /// space can never be in a slot, so a [`View::read`](crate::View::read) running off the
     /// top stops there with [`AccessFailure::NotMapped`].)
     PastEnd,
 }

@@ -5,31 +5,11 @@ use core::fmt;
 
 use crate::backend::Backend;
 use crate::base::addr::Gfn;
-use crate::error::Error;
-use crate::map::writer::Writer;
+
+use crate::map::op::{BatchError, Op};
+use crate::map::writer::{owned_region, Writer};
 use crate::memory::backing::Backing;
 use crate::vocab::{Change, Flags, Region, SlotKey, UserMemoryRegion};
-
-/// One operation of a batch (a single writer call is a batch of one).
-#[derive(Clone, Debug)]
-pub(crate) enum Op {
-    Create(Region, Backing),
-    Delete(SlotKey),
-    Move(SlotKey, Gfn),
-    SetFlags(SlotKey, Flags),
-    SetRegion(UserMemoryRegion),
-}
-
-impl Op {
-    /// The slot the operation changes.
-    pub(crate) fn key(&self) -> SlotKey {
-        match self {
-            Op::Create(region, _) => region.key(),
-            Op::Delete(key) | Op::Move(key, _) | Op::SetFlags(key, _) => *key,
-            Op::SetRegion(raw) => raw.key(),
-        }
-    }
-}
 
 /// A list of slot changes that [`Batch::commit`] validates as a whole and
 /// then publishes at once. Get one with [`Writer::batch`]; dropping it
@@ -65,11 +45,14 @@ pub struct Batch<'w, B: Backend> {
     ops: Vec<Op>,
 }
 
-impl<'w, B: Backend> Batch<'w, B> {
-    pub(crate) fn new(writer: &'w mut Writer<B>) -> Batch<'w, B> {
-        Batch { writer, ops: Vec::new() }
+impl<B: Backend> Writer<B> {
+    /// A batch of changes that readers see at once; see [`Batch`].
+    pub fn batch(&mut self) -> Batch<'_, B> {
+        Batch { writer: self, ops: Vec::new() }
     }
+}
 
+impl<B: Backend> Batch<'_, B> {
     /// Adds a [`Writer::create`].
     pub fn create(&mut self, region: Region) -> &mut Self {
         self.push(Op::Create(region, Backing::Address))
@@ -82,9 +65,9 @@ impl<'w, B: Backend> Batch<'w, B> {
         key: SlotKey,
         base_gfn: Gfn,
         flags: Flags,
-        ram: alloc::sync::Arc<crate::GuestRam>,
+        ram: alloc::sync::Arc<crate::memory::GuestRam>,
     ) -> &mut Self {
-        let (region, backing) = crate::map::writer::owned_region(key, base_gfn, flags, ram);
+        let (region, backing) = owned_region(key, base_gfn, flags, ram);
         self.push(Op::Create(region, backing))
     }
 
@@ -139,9 +122,11 @@ impl<'w, B: Backend> Batch<'w, B> {
     ///
     /// # Errors
     /// The first operation that breaks a rule, with its index and the
-    /// [`Error`] the single call would give; the backend's refusal
-    /// ([`Error::Backend`]) with the index of the last operation on that
-    /// slot; [`Error::ViewHeldByWriterThread`] or [`Error::Poisoned`]
+    /// [`Error`](crate::Error) the single call would give; the backend's
+    /// refusal ([`Error::Backend`](crate::Error::Backend)) with the index of
+    /// the last operation on that slot;
+    /// [`Error::ViewHeldByWriterThread`](crate::Error::ViewHeldByWriterThread)
+    /// or [`Error::Poisoned`](crate::Error::Poisoned)
     /// without an index. Nothing changes then: sets, caches, generations
     /// and total pages are as before.
     pub fn commit(self) -> Result<Vec<Change>, BatchError> {
@@ -154,24 +139,3 @@ impl<B: Backend> fmt::Debug for Batch<'_, B> {
         f.debug_struct("Batch").field("ops", &self.ops).finish()
     }
 }
-
-/// Why a batch was refused; nothing of it was applied.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BatchError {
-    /// The operation that failed, counting from 0; `None` for a refusal of
-    /// the whole batch.
-    pub index: Option<usize>,
-    /// What the operation (or the batch) got.
-    pub error: Error,
-}
-
-impl fmt::Display for BatchError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.index {
-            Some(index) => write!(f, "batch operation {index}: {}", self.error),
-            None => write!(f, "batch: {}", self.error),
-        }
-    }
-}
-
-impl core::error::Error for BatchError {}

@@ -15,7 +15,7 @@ use crate::backend::Backend;
 use crate::base::addr::PAGE_SHIFT;
 use crate::base::sync::{AtomicBool, Ordering};
 use crate::error::Error;
-use crate::map::batch::{BatchError, Op};
+use crate::map::op::{BatchError, Op};
 use crate::map::order::backend_order;
 use crate::map::plan::{plan, Plan};
 use crate::map::set::{self, Set};
@@ -24,52 +24,56 @@ use crate::map::slot::{Slot, SlotPtr};
 use crate::memory::backing::Backing;
 use crate::vocab::{Change, Region, SlotChange, SlotKey, UserMemoryRegion};
 
-/// What a batch did to one slot key: the slot before (`orig`, in both sets)
-/// and after (`fin`).
+/// What a batch did to one slot key, all its operations taken together.
 #[derive(Clone, Copy)]
-struct Net {
-    orig: Option<SlotPtr>,
-    fin: Option<SlotPtr>,
-    /// What the inactive set holds for the key: `fin`, but for the batch's
+struct NetChange {
+    /// The slot before the batch (in both sets).
+    before: Option<SlotPtr>,
+    /// The slot after the batch.
+    after: Option<SlotPtr>,
+    /// What the inactive set holds for the key: `after`, but for the batch's
     /// last operation, which validation checks and leaves for `publish` to
     /// apply (no later operation needs to see it, and a delete or move then
-    /// goes from `orig` straight to its INVALID copy in place).
-    held: Option<SlotPtr>,
-    /// The last operation on the key, named when the backend refuses it.
-    index: usize,
-    /// The INVALID copy of `orig` published while the change is under way
+    /// goes from `before` straight to its INVALID copy in place).
+    in_inactive: Option<SlotPtr>,
+    /// The index of the last operation on the key, named when the backend
+    /// refuses it.
+    last_op: usize,
+    /// The INVALID copy of `before` published while the change is under way
     /// (DELETE and MOVE only).
-    invalid: Option<SlotPtr>,
+    invalid_copy: Option<SlotPtr>,
 }
 
-impl Net {
+impl NetChange {
     /// The net of a key no operation has reached yet: nothing to undo.
-    const UNTOUCHED: Net = Net { orig: None, fin: None, held: None, index: usize::MAX, invalid: None };
+    const UNTOUCHED: NetChange =
+        NetChange { before: None, after: None, in_inactive: None, last_op: usize::MAX, invalid_copy: None };
 
     fn touched(&self) -> bool {
-        self.index != usize::MAX
+        self.last_op != usize::MAX
     }
 
     fn slot<'s>(slot: Option<SlotPtr>) -> Option<&'s Slot> {
-        // SAFETY: `orig` is in both sets and `fin` was made by this batch;
-        // both are live until the batch frees them (invariant 6).
+        // SAFETY: `before` is in both sets and `after` was made by this
+        // batch; both are live until the batch frees them (a set holds only
+        // live slots, invariant 6).
         slot.map(|slot| unsafe { slot.get() })
     }
 
-    /// Whether `fin` is `orig` moved or re-flagged (same memory, size and
+    /// Whether `after` is `before` moved or re-flagged (same memory, size and
     /// READONLY), as opposed to a new slot that took the id of a deleted one.
     fn in_place(&self) -> bool {
-        match (Net::slot(self.orig), Net::slot(self.fin)) {
-            (Some(orig), Some(fin)) => fin.is_successor_of(orig),
+        match (NetChange::slot(self.before), NetChange::slot(self.after)) {
+            (Some(before), Some(after)) => after.is_successor_of(before),
             _ => false,
         }
     }
 
     /// Whether the batch leaves the slot as it was.
     fn cancelled(&self) -> bool {
-        match (Net::slot(self.orig), Net::slot(self.fin)) {
+        match (NetChange::slot(self.before), NetChange::slot(self.after)) {
             (None, None) => true,
-            (Some(orig), Some(fin)) => fin.is_successor_of(orig) && fin.region() == orig.region(),
+            (Some(before), Some(after)) => after.is_successor_of(before) && after.region() == before.region(),
             _ => false,
         }
     }
@@ -77,9 +81,9 @@ impl Net {
     /// Whether readers must first see the slot INVALID: a DELETE, a MOVE,
     /// or an id whose slot was deleted and made anew.
     fn invalidates(&self) -> bool {
-        match (Net::slot(self.orig), Net::slot(self.fin)) {
+        match (NetChange::slot(self.before), NetChange::slot(self.after)) {
             (Some(_), None) => true,
-            (Some(orig), Some(fin)) => !self.in_place() || fin.base_gfn() != orig.base_gfn(),
+            (Some(before), Some(after)) => !self.in_place() || after.base_gfn() != before.base_gfn(),
             _ => false,
         }
     }
@@ -88,23 +92,21 @@ impl Net {
     /// operation: one, or a delete and a create where a new slot took the
     /// id of a deleted one.
     fn push_changes(&self, key: SlotKey, order: &mut Vec<(SlotChange, usize)>) {
-        let (old, new) = (Net::slot(self.orig).map(|s| *s.region()), Net::slot(self.fin).map(|s| *s.region()));
+        let (old, new) =
+            (NetChange::slot(self.before).map(|s| *s.region()), NetChange::slot(self.after).map(|s| *s.region()));
         if old.is_some() && new.is_some() && !self.in_place() {
-            order.push((SlotChange { key, old, new: None }, self.index));
-            order.push((SlotChange { key, old: None, new }, self.index));
+            order.push((SlotChange { key, old, new: None }, self.last_op));
+            order.push((SlotChange { key, old: None, new }, self.last_op));
         } else {
-            order.push((SlotChange { key, old, new }, self.index));
+            order.push((SlotChange { key, old, new }, self.last_op));
         }
     }
 
     /// The slot the set published first in the batch holds for this key.
     fn first_published(&self) -> Option<SlotPtr> {
-        self.invalid.or(self.orig)
+        self.invalid_copy.or(self.before)
     }
 }
-
-/// A slot key and what the batch did to it.
-type KeyNet = (SlotKey, Net);
 
 /// Buffers the engine reuses from one batch to the next, so that a change
 /// allocates only the slots it makes (and a batch over address spaces of
@@ -119,8 +121,8 @@ pub(crate) struct Scratch {
     /// (a key no operation changed, or reached before an error, has a net
     /// from nothing to nothing, which counts as cancelled); and the
     /// position of each operation's key there.
-    nets: Vec<KeyNet>,
-    net_of: Vec<usize>,
+    nets: Vec<(SlotKey, NetChange)>,
+    net_of_op: Vec<usize>,
     /// The operations' keys with their indexes, sorted to lay out `nets`.
     keys: Vec<(SlotKey, usize)>,
     /// Slots allocated by validation; those that are not a final slot are
@@ -143,9 +145,9 @@ impl Scratch {
     #[cfg(test)]
     pub(crate) fn room(&self) -> usize {
         let (changes, made, order) = (self.changes.capacity(), self.made.capacity(), self.order.capacity());
-        let (nets, net_of, keys) = (self.nets.capacity(), self.net_of.capacity(), self.keys.capacity());
+        let (nets, net_of_op, keys) = (self.nets.capacity(), self.net_of_op.capacity(), self.keys.capacity());
         let ids = self.invalidating.capacity().max(self.touched.capacity());
-        changes.max(made).max(order).max(nets).max(net_of).max(keys).max(ids)
+        changes.max(made).max(order).max(nets).max(net_of_op).max(keys).max(ids)
     }
 
     /// Empties the buffers and gives back the memory of a large batch.
@@ -156,7 +158,7 @@ impl Scratch {
         }
         trim(&mut self.changes);
         trim(&mut self.nets);
-        trim(&mut self.net_of);
+        trim(&mut self.net_of_op);
         trim(&mut self.keys);
         trim(&mut self.made);
         trim(&mut self.order);
@@ -186,9 +188,10 @@ impl<'a, B: Backend> Engine<'a, B> {
 
     /// Runs `f` on the inactive set of `as_id`.
     fn edit<R>(&self, as_id: u16, f: impl FnOnce(&mut Set) -> R) -> R {
-        // This is the writer, and every swap is followed by a grace period
-        // before the engine edits the set, so no reader is inside it.
-        // SAFETY: invariants 2 and 7.
+        // SAFETY: no reader is inside an inactive set once the grace period
+        // after its swap has passed, and every swap is followed by one
+        // before the engine edits (invariant 2); this is the one writer
+        // (invariant 7).
         let set = unsafe { self.inner.spaces[usize::from(as_id)].inactive() };
         // SAFETY: as above; the reference ends with `f`, and the engine
         // holds no other reference into the set meanwhile.
@@ -250,18 +253,18 @@ impl<'a, B: Backend> Engine<'a, B> {
     /// keeps a batch O(n log n) with no allocation once the buffers have
     /// room.
     fn lay_out(&mut self, ops: &[Op]) {
-        let Scratch { nets, net_of, keys, .. } = &mut *self.scratch;
+        let Scratch { nets, net_of_op, keys, .. } = &mut *self.scratch;
         keys.clear();
         keys.extend(ops.iter().enumerate().map(|(index, op)| (op.key(), index)));
         keys.sort_unstable();
         nets.clear();
-        net_of.clear();
-        net_of.resize(ops.len(), 0);
+        net_of_op.clear();
+        net_of_op.resize(ops.len(), 0);
         for &(key, index) in keys.iter() {
             if nets.last().is_none_or(|&(last, _)| last != key) {
-                nets.push((key, Net::UNTOUCHED));
+                nets.push((key, NetChange::UNTOUCHED));
             }
-            net_of[index] = nets.len() - 1;
+            net_of_op[index] = nets.len() - 1;
         }
     }
 
@@ -332,17 +335,19 @@ impl<'a, B: Backend> Engine<'a, B> {
         if !last {
             // `plan` found `old` in this set and checked that `new` overlaps
             // nothing but `old`; the batch frees `new` only out of every set.
-            // SAFETY: `replace`'s contract, as just said (invariants 3 and 6).
+            // SAFETY: `replace`'s contract, as just said: slot objects are
+            // freed only once no set holds them (invariant 3), so `new` lives
+            // while this set holds it (invariant 6).
             self.edit(key.as_id, |set| unsafe { set.replace(old, new) });
         }
-        let (net_key, net) = &mut self.scratch.nets[self.scratch.net_of[index]];
+        let (net_key, net) = &mut self.scratch.nets[self.scratch.net_of_op[index]];
         debug_assert_eq!(*net_key, key, "`lay_out` keyed the operation by the slot it changes");
         if !net.touched() {
-            *net = Net { orig: old, fin: old, held: old, index, invalid: None };
+            *net = NetChange { before: old, after: old, in_inactive: old, last_op: index, invalid_copy: None };
         }
-        (net.fin, net.index) = (new, index);
+        (net.after, net.last_op) = (new, index);
         if !last {
-            net.held = new;
+            net.in_inactive = new;
         }
         Ok(plan.change())
     }
@@ -367,7 +372,7 @@ impl<'a, B: Backend> Engine<'a, B> {
             let new = raw.guest_phys_addr >> PAGE_SHIFT;
             let old = inactive.by_id(key.id).map_or(new, Slot::base_gfn);
             let (gfns, hva) = ([old, new], raw.userspace_addr);
-            set::warm(&mut [active.descents(gfns, hva, key.id), inactive.descents(gfns, hva, key.id)]);
+            set::warm(&mut [active.edit_paths(gfns, hva, key.id), inactive.edit_paths(gfns, hva, key.id)]);
         });
     }
 
@@ -417,12 +422,12 @@ impl<'a, B: Backend> Engine<'a, B> {
         let mut nets = core::mem::take(&mut self.scratch.nets);
         nets.retain(|(key, net)| {
             let cancelled = net.cancelled();
-            if cancelled && net.held != net.orig {
-                // `held` is in the set; `orig` is live (it is in the active
-                // set), and its range is `fin`'s, which validation checked
-                // against this set but `held`.
+            if cancelled && net.in_inactive != net.before {
+                // `in_inactive` is in the set; `before` is live (it is in the active
+                // set), and its range is `after`'s, which validation checked
+                // against this set but `in_inactive`.
                 // SAFETY: `replace`'s contract, as just said.
-                self.edit(key.as_id, |set| unsafe { set.replace(net.held, net.orig) });
+                self.edit(key.as_id, |set| unsafe { set.replace(net.in_inactive, net.before) });
             }
             !cancelled
         });
@@ -434,7 +439,7 @@ impl<'a, B: Backend> Engine<'a, B> {
     fn undo(mut self, index: Option<usize>, error: Error) -> BatchError {
         let nets = core::mem::take(&mut self.scratch.nets);
         // Keys no operation reached are untouched: nothing to put back.
-        self.rewrite(&nets, |net| net.held, |net| net.orig);
+        self.rewrite(&nets, |net| net.in_inactive, |net| net.before);
         self.scratch.nets = nets;
         self.free_made(None);
         BatchError { index, error }
@@ -448,7 +453,12 @@ impl<'a, B: Backend> Engine<'a, B> {
     /// out of line): the writer often runs with cold caches, where each
     /// line of code it runs costs a miss.
     #[inline(never)]
-    fn rewrite(&self, nets: &[KeyNet], from: fn(&Net) -> Option<SlotPtr>, to: fn(&Net) -> Option<SlotPtr>) {
+    fn rewrite(
+        &self,
+        nets: &[(SlotKey, NetChange)],
+        from: fn(&NetChange) -> Option<SlotPtr>,
+        to: fn(&NetChange) -> Option<SlotPtr>,
+    ) {
         // Keys whose slot stays as it is are left alone.
         let changing = || nets.iter().filter(|(_, net)| from(net) != to(net));
         for (key, net) in changing() {
@@ -463,19 +473,20 @@ impl<'a, B: Backend> Engine<'a, B> {
                 // Live until the batch frees it, after it left every set; the
                 // state `to` names was validated or published before; the
                 // loop above removed `from(net)` with `new` as its successor.
-                // SAFETY: `insert`'s contract, as just said (invariant 6).
+                // SAFETY: `insert`'s contract, as just said: `new` lives while
+                // the set holds it (invariant 6).
                 self.edit(key.as_id, |set| unsafe { set.insert(new, from(net)) });
             }
         }
     }
 
     /// Frees the slots validation made, except the final slots of `keep`.
-    fn free_made(&mut self, keep: Option<&[KeyNet]>) {
+    fn free_made(&mut self, keep: Option<&[(SlotKey, NetChange)]>) {
         for slot in self.scratch.made.drain(..) {
             // SAFETY: `made` holds live slots this batch allocated.
             let key = unsafe { slot.get() }.key();
             let kept = keep.and_then(|nets| nets.binary_search_by_key(&key, |&(key, _)| key).ok().map(|i| nets[i].1));
-            if kept.and_then(|net| net.fin) != Some(slot) {
+            if kept.and_then(|net| net.after) != Some(slot) {
                 // Never published, and no set holds it any more (a later
                 // operation, `drop_cancelled`, `undo` or publication's
                 // rewrite of what validation left replaced it).
@@ -490,16 +501,16 @@ impl<'a, B: Backend> Engine<'a, B> {
     fn publish(&mut self, order: &[(SlotChange, usize)]) {
         let mut nets = core::mem::take(&mut self.scratch.nets);
         for (_, net) in nets.iter_mut().filter(|(_, net)| net.invalidates()) {
-            let copy = Net::slot(net.orig).map(Slot::invalid_copy);
-            net.invalid = copy.map(|copy| alloc_slot(self.inner, copy));
+            let copy = NetChange::slot(net.before).map(Slot::invalid_copy);
+            net.invalid_copy = copy.map(|copy| alloc_slot(self.inner, copy));
         }
         let mut invalidating = core::mem::take(&mut self.scratch.invalidating);
         let mut touched = core::mem::take(&mut self.scratch.touched);
-        address_spaces(nets.iter().filter(|(_, net)| net.invalid.is_some()), &mut invalidating);
+        address_spaces(nets.iter().filter(|(_, net)| net.invalid_copy.is_some()), &mut invalidating);
         address_spaces(nets.iter(), &mut touched);
         // The nets of the address spaces that go through an INVALID swap,
         // and those of the others (split only when a batch has both).
-        let split: (Vec<KeyNet>, Vec<KeyNet>);
+        let split: (Vec<_>, Vec<_>);
         let (through_invalid, direct) = if invalidating.is_empty() {
             (None, Some(&nets[..]))
         } else if invalidating.len() == touched.len() {
@@ -512,7 +523,7 @@ impl<'a, B: Backend> Engine<'a, B> {
             // Those inactive sets hold what validation left there: make it
             // the original state with INVALID copies of the deleted and moved
             // slots.
-            self.rewrite(some, |net| net.held, Net::first_published);
+            self.rewrite(some, |net| net.in_inactive, NetChange::first_published);
             self.swap_and_wait(&invalidating);
             // A hook that unwinds here would leave the INVALID copies
             // published for good: swap the original state back in first.
@@ -522,22 +533,25 @@ impl<'a, B: Backend> Engine<'a, B> {
             }
             core::mem::forget(restore);
             // The sets now inactive hold the original state.
-            self.rewrite(some, |net| net.orig, |net| net.fin);
+            self.rewrite(some, |net| net.before, |net| net.after);
         }
         if let Some(rest) = direct {
             // The other inactive sets get the final state.
-            self.rewrite(rest, |net| net.held, |net| net.fin);
+            self.rewrite(rest, |net| net.in_inactive, |net| net.after);
         }
         // No set holds what validation made and the batch did not keep.
         self.free_made(Some(&nets));
         self.swap_and_wait(&touched);
         // Catch up the sets left behind.
-        self.rewrite(&nets, Net::first_published, |net| net.fin);
+        self.rewrite(&nets, NetChange::first_published, |net| net.after);
         for (_, net) in &nets {
-            for slot in [net.orig, net.invalid].into_iter().flatten() {
+            for slot in [net.before, net.invalid_copy].into_iter().flatten() {
                 // The slot left both sets, and the grace period after the final
                 // swap has passed since it was last reachable.
-                // SAFETY: invariants 3 and 4 (caches hold it only stale).
+                // SAFETY: no set and no cache can hand it out and a grace
+                // period has passed (invariant 3); a reader's own cache may
+                // still name it, but only for an older generation, which no
+                // view trusts (invariant 4).
                 unsafe { free_slot(self.inner, slot) };
             }
         }
@@ -590,7 +604,7 @@ fn invalidates(change: &SlotChange) -> bool {
 }
 
 /// Sets `ids` to the address spaces of some keys, ascending, once each.
-fn address_spaces<'n>(nets: impl Iterator<Item = &'n KeyNet>, ids: &mut Vec<u16>) {
+fn address_spaces<'n>(nets: impl Iterator<Item = &'n (SlotKey, NetChange)>, ids: &mut Vec<u16>) {
     ids.clear();
     ids.extend(nets.map(|(key, _)| key.as_id));
     ids.sort_unstable();

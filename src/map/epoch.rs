@@ -12,11 +12,10 @@
 //!
 //! Why not crossbeam-epoch: its `pin` runs a collection every 128th call, and
 //! the collection frees garbage-queue nodes the writer's thread allocated, so
-//! measured from outside, readers made about one allocator call per ten
-//! writer changes and sometimes blocked on the allocator's lock behind the
-//! writer. A single writer that waits for its own grace periods and frees
-//! what it unlinked itself needs no collector; here the read side does a
-//! fixed amount of work and never calls the allocator.
+//! readers call the allocator and can block on its lock behind the writer
+//! (see docs/design-notes.md). A single writer that waits for its own grace
+//! periods and frees what it unlinked itself needs no collector; here the
+//! read side does a fixed amount of work and never calls the allocator.
 //!
 //! Reader entries are allocated when a reader registers (never on the read
 //! path), reused by later registrations, and freed with the slot map; the
@@ -87,12 +86,9 @@ pub(crate) struct Epochs {
     fault: std::sync::Mutex<Option<LoomFault>>,
 }
 
-// SAFETY: invariant 8: the raw `next` pointers are written only before an
-// entry is published and point to entries that live as long as `Epochs`;
-// everything shared is atomic.
-unsafe impl Send for Epochs {}
-// SAFETY: as above.
-unsafe impl Sync for Epochs {}
+// Send and Sync from its fields, all atomics: the entries' raw links are
+// inside the entries, which live as long as `Epochs` (invariant 8).
+static_assertions::assert_impl_all!(Epochs: Send, Sync);
 
 impl Epochs {
     pub(crate) fn new() -> Epochs {
@@ -117,7 +113,7 @@ impl Epochs {
 
     /// Every entry, newest first.
     fn iter(&self) -> Entries<'_> {
-        // Acquire: pairs with the Release compare-exchange in `register`, so
+        // Acquire: pairs with the Release compare-exchange in `claim`, so
         // an entry's fields are initialized when it is seen.
         Entries { next: self.head.load(Ordering::Acquire), epochs: PhantomData }
     }
@@ -177,7 +173,8 @@ impl Epochs {
     /// leaked with `mem::forget` kept the entry busy until now).
     pub(crate) fn unregister(entry: &Entry) {
         Epochs::leave(entry);
-        // Release: pairs with the Acquire compare-exchange in `register`.
+        // Release: pairs with the Acquire compare-exchange in `claim`, so
+        // this owner's use of the entry happens before the next owner's.
         entry.claimed.store(false, Ordering::Release);
     }
 
@@ -311,9 +308,9 @@ impl<'a> Iterator for Entries<'a> {
     type Item = &'a Entry;
 
     fn next(&mut self) -> Option<&'a Entry> {
-        // `next` is null or an entry of the borrowed `Epochs`, which frees
-        // entries only when it drops; links are fixed before publication.
-        // SAFETY: invariant 8.
+        // SAFETY: `next` is null or an entry of the borrowed `Epochs`, which
+        // frees entries only when it drops, and links are fixed before
+        // publication (invariant 8).
         let entry = unsafe { self.next.as_ref() }?;
         self.next = entry.next;
         Some(entry)
@@ -336,7 +333,7 @@ impl Drop for Epochs {
         let mut next = self.head.load(Ordering::Acquire);
         while !next.is_null() {
             // SAFETY: `&mut self`: no reader is left (each holds the map), and
-            // every entry came from `Box::into_raw` in `register`.
+            // every entry came from `Box::into_raw` in `claim`.
             let entry = unsafe { Box::from_raw(next) };
             next = entry.next as *mut _;
         }

@@ -5,10 +5,10 @@
 //! counts that do not branch: the CPU overlaps consecutive lookups, and each
 //! level waits on two loads. A VM of up to 32 slots takes one node, a root of
 //! up to 16 keys is one count of just its used keys, and a root over two
-//! children picks one by a branch; 32764 slots take three or four levels. A
-//! width `B` of 32 measured best: at 64, picking the block takes a third count
-//! or a longer one, which cost more than the level it saves from 16 to 4096
-//! slots. Every node but the root holds at least `B / 4` entries (nodes borrow
+//! children picks one by a branch; 32764 slots take three or four levels. The
+//! width `B` is 32: at 64, picking the block takes a third count or a longer
+//! one, which costs more than the level it saves (see docs/design-notes.md).
+//! Every node but the root holds at least `B / 4` entries (nodes borrow
 //! or merge on removal), so the height is O(log n) and so are insert and
 //! remove.
 //!
@@ -20,7 +20,7 @@
 //! splits three to one, and its neighbour then takes entries until it is full,
 //! so slots made in ascending order leave the leaves full (100,000 keys: 3,125
 //! leaves of 32). The arena grows by an eighth at a time. Leaves end up about
-//! four fifths full in random order (82% at 32,764 keys): some 20 bytes a slot.
+//! four fifths full in random order: some 20 bytes a slot.
 //!
 //! # Index invariants
 //!
@@ -84,7 +84,8 @@ impl<V: Copy> Node<V> {
         if self.keys[CAP - 1] != NONE {
             return CAP;
         }
-        // SAFETY: index invariant 3, for a node whose last key is `NONE`.
+        // SAFETY: a node whose last key is `NONE` is not full, and one that
+        // is not full keeps `len` in its last link (index invariant 3).
         unsafe { self.links[CAP - 1].len as usize }
     }
 
@@ -104,7 +105,8 @@ impl<V: Copy> Node<V> {
     #[inline(always)]
     fn kid(&self, i: usize) -> u32 {
         debug_assert!(i < self.len());
-        // SAFETY: index invariant 1, in a branch, for `i < len`.
+        // SAFETY: in a branch, `links[..len]` hold kids (index invariant
+        // 1), and `i < len`.
         unsafe { self.links[i].kid }
     }
 
@@ -112,7 +114,8 @@ impl<V: Copy> Node<V> {
     #[inline(always)]
     fn val(&self, i: usize) -> V {
         debug_assert!(i < self.len());
-        // SAFETY: index invariant 1, in a leaf, for `i < len`.
+        // SAFETY: in a leaf, `links[..len]` hold values (index invariant
+        // 1), and `i < len`.
         unsafe { self.links[i].val }
     }
 
@@ -155,10 +158,9 @@ impl<V: Copy> Node<V> {
     /// The kid of a branch root that `key` falls under. A root of two
     /// kids (33 to about 64 slots, or a tree that just grew a level) picks
     /// one by a branch: the CPU goes on down the tree with the kid it
-    /// guesses instead of waiting for the count. At 48 slots, under random
-    /// gfns and with either kid as likely, this measured 4.7 ns a lookup,
-    /// against 5.4 for a select by mask and 5.9 for a load of the kid the
-    /// count names; with three or four kids, a branch measured worse.
+    /// guesses instead of waiting for the count, which beats a select by
+    /// mask or a load of the kid the count names. A branch over three or
+    /// four kids is slower: see docs/design-notes.md.
     #[inline(always)]
     fn root_kid(&self, key: u64) -> Option<u32> {
         if self.keys[2] == NONE {
@@ -260,13 +262,14 @@ impl<V: Copy> GfnIndex<V> {
     /// level.
     ///
     /// # Safety
-    /// `n` is the root or a kid of a branch (one of its first `len` links:
-    /// index invariants 1 and 2).
+    /// `n` is the root or a kid of a branch (one of its first `len` links,
+    /// which in a branch hold kids: index invariants 1 and 2).
     #[inline(always)]
     unsafe fn linked(&self, n: u32) -> &Node<V> {
         debug_assert!((n as usize) < self.nodes.len());
-        // SAFETY: index invariant 4, for the root or a kid, as the caller
-        // promises.
+        // SAFETY: the root and every kid came from `alloc`, an index of
+        // `nodes`, and `nodes` never shrinks (index invariant 4); `n` is one
+        // of them, as the caller promises.
         unsafe { self.nodes.get_unchecked(n as usize) }
     }
 
@@ -784,7 +787,7 @@ mod tests {
         assert_eq!(count as u64, n);
         let leaves = index.leaves(index.root, index.height);
         let fill = n as f64 / (leaves * CAP) as f64;
-        // 0.821 measured at 32,764 keys.
+        // Well above ln 2; the measured fill is in docs/design-notes.md.
         assert!(fill >= 0.78, "leaves {fill:.3} full");
     }
 

@@ -12,9 +12,9 @@
 //! Memory: a leaf of `CAP` = 31 values is 256 bytes for 8-byte pointers,
 //! so a value costs 8 bytes in a full leaf; keys beside the values would
 //! more than triple that, and the slots hold them anyway. A branch is 688
-//! bytes. 100,000 slots made in ascending or descending order fill leaves
-//! to 99.99% and take 3,226 leaves and 110 branches, 9 bytes a slot; 30,000
-//! made in random order fill them to 83%, 11 bytes a slot.
+//! bytes. Slots made in ascending or descending order fill leaves almost
+//! completely, some 9 bytes a slot; in random order, over four fifths, some
+//! 11 bytes a slot (figures in docs/design-notes.md).
 //!
 //! Every node but the root holds at least `MIN` = 8 entries (nodes
 //! borrow or merge on removal), so the height is O(log n) and so are insert
@@ -363,9 +363,9 @@ impl<V: Copy> HvaIndex<V> {
     }
 
     /// How many values of leaf `n` are below `(start, tag)`, by halving: a
-    /// handful of keys read. (Counting, which reads every key of the leaf
-    /// at once, measured slower with cold caches: each key is a slot on a
-    /// page of its own.)
+    /// handful of keys read. (Not by counting, which reads every key of the
+    /// leaf: each key is a slot on a page of its own, often cold; see
+    /// docs/design-notes.md.)
     fn leaf_rank(&self, n: u32, start: u64, tag: u16, key: &impl Fn(&V) -> Key) -> usize {
         let leaf = &self.leaves[n as usize];
         leaf.vals[..leaf.len()].partition_point(|v| v.as_ref().is_some_and(|v| key(v).order() < (start, tag)))
@@ -466,8 +466,7 @@ impl<V: Copy> HvaIndex<V> {
             return None;
         }
         // A sibling with room takes the first or the last of the CAP + 1
-        // entries, so nodes stay full (random order fills leaves to 83%,
-        // splits alone to 69%).
+        // entries, so nodes stay full (see docs/design-notes.md).
         if i > 0 {
             let l = self.branches[p as usize].kids[i - 1];
             let nodes = N::arena(self).0;
@@ -1054,7 +1053,7 @@ mod tests {
             value_of[i as usize] = insert(&mut index, &mut table, key);
         }
         assert_eq!(index.check(table.key()).len() as u64, n);
-        // 83% for 30,000 and for 1,500 (69% without hand-offs).
+        // Splits alone would give about ln 2 (see docs/design-notes.md).
         assert!(index.fill() >= 0.8, "fill {}", index.fill());
 
         // Removing a value reads few keys (each a slot the writer may find
@@ -1073,9 +1072,9 @@ mod tests {
             index.insert(v, counted);
         }
         let per_removal = removal_reads as f64 / picks.len() as f64;
-        // 3.4 measured at 30,000 values (four tags share each range here,
-        // so a value often ends last); recomputing the span on every
-        // removal would read the whole leaf, about 25.
+        // Four tags share each range here, so a value often ends last;
+        // recomputing the span on every removal would read the whole leaf
+        // (figures in docs/design-notes.md).
         assert!(per_removal < 5.0, "{per_removal:.1} keys read per removal");
         assert_eq!(index.check(table.key()).len() as u64, n);
     }

@@ -44,6 +44,7 @@ mod epoch;
 mod gfn_index;
 mod hva_index;
 mod node;
+mod op;
 mod order;
 mod plan;
 mod reader;
@@ -57,9 +58,10 @@ use alloc::boxed::Box;
 use alloc::sync::Arc;
 use core::fmt;
 
-pub use batch::{Batch, BatchError};
+pub use batch::Batch;
 #[cfg(loom)]
 pub use epoch::LoomFault;
+pub use op::BatchError;
 pub use reader::{Reader, View};
 pub use slot::Slot;
 pub use writer::Writer;

@@ -223,9 +223,9 @@ impl<'r> View<'r> {
 
     #[inline(always)]
     fn set(&self) -> &Set {
-        // The writer edits a set only a grace period after it stopped being
-        // active, and that grace period waits for this view (`View::new`).
-        // SAFETY: invariant 2.
+        // SAFETY: the writer edits a set only a grace period after it stopped
+        // being active, and that grace period waits for this view
+        // (`View::new`; invariant 2).
         unsafe { self.set.deref() }
     }
 
@@ -298,10 +298,10 @@ impl<'r> View<'r> {
         let set = self.set();
         let reader = self.reader();
         if let Some(cached) = reader.cache.get() {
-            // The view's generation is the cache's (`View::new`), so the slot
-            // came from the viewed set, unedited while the view lives, and
-            // was usable.
-            // SAFETY: invariants 2, 4 and 6 (a set holds only live slots).
+            // SAFETY: the view's generation is the cache's (`View::new`,
+            // invariant 4), so the slot was usable and came from the viewed
+            // set, which is not edited while the view lives (invariant 2)
+            // and holds only live slots (invariant 6).
             let slot = unsafe { cached.get() };
             slot.touch();
             if slot.contains(gfn) {

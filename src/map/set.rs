@@ -58,9 +58,9 @@ impl Set {
     /// The walks an edit makes in this set to change a slot's first gfn
     /// from `gfns[0]` to `gfns[1]` and its entry at host address `hva` with
     /// id `id`, to be loaded ahead by `warm`.
-    pub(crate) fn descents(&self, gfns: [Gfn; 2], hva: Hva, id: u16) -> Descents<'_> {
+    pub(crate) fn edit_paths(&self, gfns: [Gfn; 2], hva: Hva, id: u16) -> EditPaths<'_> {
         core::hint::black_box(self.ptr_by_id(id));
-        Descents {
+        EditPaths {
             gfn: self.by_gfn.descent(gfns[0]),
             new_gfn: (gfns[1] != gfns[0]).then(|| self.by_gfn.descent(gfns[1])),
             hva: self.by_hva.descent(hva, id),
@@ -166,7 +166,7 @@ impl Set {
 
     /// Takes `old` out of every index and moves the last-used cache from it
     /// to `successor` (or empties it). Where `successor` will take the same
-    /// place (see `Place`), `old` stays until `insert` puts the successor
+    /// place (see `SharedEntries`), `old` stays until `insert` puts the successor
     /// over it, which then reads no other slot. Writer only, while the set
     /// is inactive.
     ///
@@ -177,12 +177,12 @@ impl Set {
     pub(crate) unsafe fn remove(&mut self, old: SlotPtr, successor: Option<SlotPtr>) {
         // SAFETY: `old` is in this set, so it is live (invariant 6), and so
         // is `successor`, per the caller.
-        let (slot, kept) = unsafe { (old.get(), Place::shared(old, successor)) };
-        if !kept.gfn {
+        let (slot, shared) = unsafe { (old.get(), SharedEntries::between(old, successor)) };
+        if !shared.gfn_entry {
             let removed = self.by_gfn.remove(slot.base_gfn());
             debug_assert_eq!(removed, Some(old), "the gfn index held the slot");
         }
-        if !kept.hva {
+        if !shared.hva_entry {
             let removed = self.by_hva.remove(old, hva_key);
             debug_assert!(removed, "the hva index held the slot");
         }
@@ -204,15 +204,15 @@ impl Set {
     /// successor (so it is still where they share a place, and live).
     pub(crate) unsafe fn insert(&mut self, new: SlotPtr, predecessor: Option<SlotPtr>) {
         // SAFETY: live, per the caller.
-        let (slot, kept) = unsafe { (new.get(), Place::shared(new, predecessor)) };
-        if kept.gfn {
+        let (slot, shared) = unsafe { (new.get(), SharedEntries::between(new, predecessor)) };
+        if shared.gfn_entry {
             let replaced = self.by_gfn.replace(slot.base_gfn(), new);
             debug_assert_eq!(replaced, predecessor, "the predecessor held the place");
         } else {
             self.by_gfn.insert(slot.base_gfn(), new);
         }
         match predecessor {
-            Some(old) if kept.hva => {
+            Some(old) if shared.hva_entry => {
                 let replaced = self.by_hva.replace(old, new, hva_key);
                 debug_assert!(replaced, "the predecessor held the place");
             }
@@ -234,19 +234,22 @@ impl Set {
 /// entry there without a search: the gfn index by first gfn, the hva index
 /// by host range and id. A move keeps its host range, a flag change and an
 /// INVALID copy keep both.
-struct Place {
-    gfn: bool,
-    hva: bool,
+struct SharedEntries {
+    gfn_entry: bool,
+    hva_entry: bool,
 }
 
-impl Place {
+impl SharedEntries {
     /// # Safety
     /// Both slots are live.
-    unsafe fn shared(a: SlotPtr, b: Option<SlotPtr>) -> Place {
-        let Some(b) = b else { return Place { gfn: false, hva: false } };
+    unsafe fn between(a: SlotPtr, b: Option<SlotPtr>) -> SharedEntries {
+        let Some(b) = b else { return SharedEntries { gfn_entry: false, hva_entry: false } };
         // SAFETY: per the caller.
         let (a, b) = unsafe { (a.get(), b.get()) };
-        Place { gfn: a.base_gfn() == b.base_gfn(), hva: a.hva_range() == b.hva_range() && a.id() == b.id() }
+        SharedEntries {
+            gfn_entry: a.base_gfn() == b.base_gfn(),
+            hva_entry: a.hva_range() == b.hva_range() && a.id() == b.id(),
+        }
     }
 }
 
@@ -263,13 +266,13 @@ fn hva_key(slot: &SlotPtr) -> Key {
 }
 
 /// The walks of one set that `warm` runs.
-pub(crate) struct Descents<'a> {
+pub(crate) struct EditPaths<'a> {
     gfn: gfn_index::Descent<'a, SlotPtr>,
     new_gfn: Option<gfn_index::Descent<'a, SlotPtr>>,
     hva: hva_index::Descent<'a, SlotPtr>,
 }
 
-impl Descents<'_> {
+impl EditPaths<'_> {
     fn step(&mut self) -> bool {
         self.gfn.step() | self.new_gfn.as_mut().is_some_and(gfn_index::Descent::step) | self.hva.step()
     }
@@ -279,6 +282,6 @@ impl Descents<'_> {
 /// once. With cold caches an edit waits for every node it visits in turn (a
 /// miss, often a TLB miss too); loaded in lockstep first, the misses of all
 /// the walks of a change, in both sets, overlap.
-pub(crate) fn warm(sets: &mut [Descents<'_>]) {
+pub(crate) fn warm(sets: &mut [EditPaths<'_>]) {
     while sets.iter_mut().fold(false, |any, set| set.step() | any) {}
 }

@@ -19,8 +19,8 @@ pub(crate) struct AddressSpace {
 // docs): readers only read the active set while in a view, the one writer
 // only writes the inactive set a grace period after it was last active.
 unsafe impl Sync for AddressSpace {}
-// SAFETY: the sets own their data; slot pointers are Send.
-unsafe impl Send for AddressSpace {}
+// Send from its fields: the sets own their data and slot pointers are Send.
+static_assertions::assert_impl_all!(AddressSpace: Send);
 
 impl AddressSpace {
     /// Address space `as_id`: its generation starts at `as_id`.

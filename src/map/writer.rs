@@ -9,8 +9,8 @@ use crate::backend::{Backend, NoBackend};
 use crate::base::addr::Gfn;
 use crate::base::sync::Ordering;
 use crate::error::Error;
-use crate::map::batch::{Batch, BatchError, Op};
 use crate::map::commit::{Engine, Scratch};
+use crate::map::op::{BatchError, Op};
 use crate::map::shared::Inner;
 use crate::memory::backing::Backing;
 use crate::memory::dirty::DirtyBitmap;
@@ -71,7 +71,7 @@ impl<B: Backend> Writer<B> {
         key: SlotKey,
         base_gfn: Gfn,
         flags: Flags,
-        ram: Arc<crate::GuestRam>,
+        ram: Arc<crate::memory::GuestRam>,
     ) -> Result<Change, Error> {
         let (region, backing) = owned_region(key, base_gfn, flags, ram);
         self.one(Op::Create(region, backing))
@@ -194,15 +194,11 @@ impl<B: Backend> Writer<B> {
     fn with_dirty_log<R>(&self, key: SlotKey, f: impl FnOnce(&DirtyBitmap) -> R) -> Result<R, Error> {
         self.inner.config.check_key(key)?;
         let (active, _) = self.inner.spaces[usize::from(key.as_id)].active();
-        // SAFETY: invariant 7: only this writer mutates sets, and not now.
+        // SAFETY: only the one writer mutates sets (invariant 7), and this
+        // is it, not mutating now.
         let set = unsafe { active.deref() };
         let slot = set.by_id(key.id).ok_or(Error::NoSuchSlot { key })?;
         slot.dirty_log().map(|log| f(log)).ok_or(Error::DirtyLogDisabled { key })
-    }
-
-    /// A batch of changes that readers see at once; see [`Batch`].
-    pub fn batch(&mut self) -> Batch<'_, B> {
-        Batch::new(self)
     }
 
     /// The backend.
@@ -239,7 +235,12 @@ impl<B: Backend> Writer<B> {
 
 /// The region and backing of a slot over owned guest RAM.
 #[cfg(feature = "std")]
-pub(crate) fn owned_region(key: SlotKey, base_gfn: Gfn, flags: Flags, ram: Arc<crate::GuestRam>) -> (Region, Backing) {
+pub(crate) fn owned_region(
+    key: SlotKey,
+    base_gfn: Gfn,
+    flags: Flags,
+    ram: Arc<crate::memory::GuestRam>,
+) -> (Region, Backing) {
     let region = Region {
         id: key.id,
         as_id: key.as_id,

@@ -69,6 +69,8 @@ impl DirtyBitmap {
         self.words
             .iter()
             .map(|word| {
+                // Relaxed: as in `take`; what breaks is the gap between the
+                // load and the store, which no ordering closes.
                 let bits = word.load(Ordering::Relaxed);
                 word.store(0, Ordering::Relaxed);
                 bits

@@ -49,8 +49,8 @@ impl GuestMemoryBackend for SlotMemory {
     /// Not inlined: with the whole lookup inside it, vm-memory's generic
     /// slice iterator (which calls this for every access) grows past what
     /// the compiler inlines, and every `read_obj` then pays for calls and
-    /// stores to the stack; kept out of line, the iterator inlines and a
-    /// `read_obj` costs a third of what it did (docs/benchmarks.md).
+    /// stores to the stack; kept out of line, the iterator inlines (figures
+    /// in docs/design-notes.md).
     #[inline(never)]
     fn to_region_addr(&self, addr: GuestAddress) -> Option<(&SlotRegion, MemoryRegionAddress)> {
         let region = self.find_region(addr)?;

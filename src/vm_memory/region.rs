@@ -93,14 +93,15 @@ impl GuestMemoryRegion for SlotRegion {
         }
         let host = self.host(offset.0)?;
         let bitmap = self.bitmap().slice_at(offset.0 as usize);
-        // `offset..end` lies in the slot, whose host memory stays mapped
-        // while the snapshot this region borrows from lives: the slot object
-        // (holding its `GuestRam`) outlives every view that reached it, and
-        // a `create_raw` mapping stays until the slot's delete returns, which
-        // waits for the view. The crate never makes references into guest
-        // memory, so every other access is volatile or a raw copy.
-        // SAFETY: map invariants 2 and 3 and `Writer::create_raw`'s
-        // contract, as just said, meet `with_bitmap`'s contract.
+        // SAFETY: `with_bitmap`'s contract holds. `offset..end` lies in the
+        // slot, whose host memory stays mapped while the snapshot this
+        // region borrows from lives: the slot object (holding its
+        // `GuestRam`) is freed only a grace period after no set can hand it
+        // out, so after every view that reached it (map invariants 2 and 3),
+        // and a `create_raw` mapping stays until the slot's delete returns,
+        // which waits for the view (`Writer::create_raw`'s contract). The
+        // crate never makes references into guest memory, so every other
+        // access is volatile or a raw copy.
         Ok(unsafe { VolatileSlice::with_bitmap(host, count, bitmap, None) })
     }
 }

@@ -63,29 +63,29 @@ impl GuestMemorySlots {
 
     /// This thread's record for the handle, registered on first use.
     #[inline]
-    fn thread_view(&self) -> Rc<ThreadView> {
+    fn thread_reader(&self) -> Rc<ThreadReader> {
         let shared = &self.shared;
-        let found = THREAD_VIEWS.try_with(|views| {
-            let mut views = views.try_borrow_mut().ok()?;
-            match views.iter().find(|known| core::ptr::eq(known.shared.as_ptr(), Arc::as_ptr(shared))) {
-                Some(known) => Some(known.view.clone()),
-                None => Some(register(&mut views, shared)),
+        let found = THREAD_READERS.try_with(|known| {
+            let mut known = known.try_borrow_mut().ok()?;
+            match known.iter().find(|entry| core::ptr::eq(entry.shared.as_ptr(), Arc::as_ptr(shared))) {
+                Some(entry) => Some(entry.reader.clone()),
+                None => Some(register(&mut known, shared)),
             }
         });
         // Without the list (the thread is exiting, or a drop run while the
         // list is being changed): a record for this snapshot alone.
-        found.ok().flatten().unwrap_or_else(|| Rc::new(ThreadView::new(shared)))
+        found.ok().flatten().unwrap_or_else(|| Rc::new(ThreadReader::new(shared)))
     }
 }
 
 /// Registers a reader for `shared` on this thread: its first snapshot.
 #[cold]
-fn register(views: &mut Vec<Known>, shared: &Arc<Shared>) -> Rc<ThreadView> {
+fn register(known: &mut Vec<KnownHandle>, shared: &Arc<Shared>) -> Rc<ThreadReader> {
     // A dead handle's record keeps its map alive; drop it now.
-    views.retain(|known| known.shared.strong_count() > 0);
-    let view = Rc::new(ThreadView::new(shared));
-    views.push(Known { shared: Arc::downgrade(shared), view: view.clone() });
-    view
+    known.retain(|entry| entry.shared.strong_count() > 0);
+    let reader = Rc::new(ThreadReader::new(shared));
+    known.push(KnownHandle { shared: Arc::downgrade(shared), reader: reader.clone() });
+    reader
 }
 
 impl GuestAddressSpace for GuestMemorySlots {
@@ -96,9 +96,9 @@ impl GuestAddressSpace for GuestMemorySlots {
     /// this thread already holds.
     #[inline]
     fn memory(&self) -> SlotSnapshot {
-        let view = self.thread_view();
-        view.enter();
-        SlotSnapshot { view }
+        let reader = self.thread_reader();
+        reader.enter();
+        SlotSnapshot { reader }
     }
 }
 
@@ -108,19 +108,21 @@ impl fmt::Debug for GuestMemorySlots {
     }
 }
 
-/// A thread's known handles. The `Weak` keeps a handle's allocation, so
-/// its address names no other handle while the entry exists.
-struct Known {
+/// A handle this thread has used, with the thread's reader for it. The
+/// `Weak` keeps the handle's allocation, so its address names no other
+/// handle while the entry exists.
+struct KnownHandle {
     shared: Weak<Shared>,
-    view: Rc<ThreadView>,
+    reader: Rc<ThreadReader>,
 }
 
 std::thread_local! {
-    static THREAD_VIEWS: RefCell<Vec<Known>> = const { RefCell::new(Vec::new()) };
+    static THREAD_READERS: RefCell<Vec<KnownHandle>> = const { RefCell::new(Vec::new()) };
 }
 
-/// One thread's reader for one handle and the view its snapshots share.
-struct ThreadView {
+/// One thread's reader for one handle, and the view its snapshots share
+/// while any is alive.
+struct ThreadReader {
     /// Declared before `reader`, which it borrows (V2); written only with
     /// no snapshot alive (V3).
     memory: UnsafeCell<Option<SlotMemory>>,
@@ -128,13 +130,13 @@ struct ThreadView {
     reader: Reader,
 }
 
-impl ThreadView {
-    fn new(shared: &Shared) -> ThreadView {
+impl ThreadReader {
+    fn new(shared: &Shared) -> ThreadReader {
         let mut reader = shared.slots.reader();
         // Cannot fail: the handle's address space was checked against this
         // map when the handle was made.
         let _ = reader.set_address_space(shared.as_id);
-        ThreadView { memory: UnsafeCell::new(None), snapshots: Cell::new(0), reader }
+        ThreadReader { memory: UnsafeCell::new(None), snapshots: Cell::new(0), reader }
     }
 
     /// Counts a new snapshot; the first pins the reader.
@@ -173,7 +175,7 @@ impl ThreadView {
 /// nor `Sync`; while any snapshot is alive the map's writer cannot finish a
 /// change, so drop it after each batch of work.
 pub struct SlotSnapshot {
-    view: Rc<ThreadView>,
+    reader: Rc<ThreadReader>,
 }
 
 impl Deref for SlotSnapshot {
@@ -183,7 +185,7 @@ impl Deref for SlotSnapshot {
     fn deref(&self) -> &SlotMemory {
         // SAFETY: V3: this snapshot is alive, so the cell holds a view and
         // is not written while the reference lives (it borrows `self`).
-        let memory = unsafe { &*self.view.memory.get() };
+        let memory = unsafe { &*self.reader.memory.get() };
         memory.as_ref().unwrap_or_else(|| unreachable!("V3: a live snapshot has a view"))
     }
 }
@@ -191,16 +193,16 @@ impl Deref for SlotSnapshot {
 impl Clone for SlotSnapshot {
     #[inline]
     fn clone(&self) -> SlotSnapshot {
-        let view = self.view.clone();
-        view.enter();
-        SlotSnapshot { view }
+        let reader = self.reader.clone();
+        reader.enter();
+        SlotSnapshot { reader }
     }
 }
 
 impl Drop for SlotSnapshot {
     #[inline]
     fn drop(&mut self) {
-        self.view.leave();
+        self.reader.leave();
     }
 }
 
