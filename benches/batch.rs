@@ -48,7 +48,7 @@ fn key(id: u16) -> SlotKey {
 /// A map of `slots` slots in address space 0 (ids `0..slots` at gfn
 /// `id * NPAGES`), with room for `OPS` more ids.
 fn map(slots: u16) -> (Memslots, Writer) {
-    let config = Config { address_spaces: 2, max_slots: slots + OPS, max_total_pages: u64::MAX };
+    let config = Config::new(2, slots + OPS);
     let map = Memslots::new(config).expect("config");
     let mut w = map.writer().expect("writer");
     let mut b = w.batch();

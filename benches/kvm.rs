@@ -40,7 +40,7 @@ fn region0() -> Region {
 }
 
 fn config() -> Config {
-    Config { address_spaces: 1, max_slots: 32764, max_total_pages: u64::MAX }
+    Config::new(1, 32764)
 }
 
 /// The crate's VM: `existing` slots at gfn `0..existing`, the moving slot

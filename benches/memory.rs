@@ -41,7 +41,7 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
-    let slots = Memslots::new(Config { address_spaces: 1, ..Config::default() }).expect("valid config");
+    let slots = Memslots::new(Config::default().with_address_spaces(1)).expect("valid config");
     let mut w = slots.writer().expect("first writer");
     for id in 0..2u16 {
         let ram = Arc::new(GuestRam::new(REGION as usize).expect("guest RAM"));

@@ -68,7 +68,7 @@ fn layout(regions: usize) -> Vec<(GuestAddress, usize)> {
 }
 
 fn fixture(regions: usize) -> Fixture {
-    let map = Memslots::new(Config { address_spaces: 1, ..Config::default() }).expect("valid config");
+    let map = Memslots::new(Config::default().with_address_spaces(1)).expect("valid config");
     let mut writer = map.writer().expect("first writer");
     let backing = GuestMemoryMmap::<()>::from_ranges(&layout(regions)).expect("anonymous mappings");
     for id in 0..regions {

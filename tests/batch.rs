@@ -901,7 +901,7 @@ fn swaps_per_touched_address_space() {
 
 #[test]
 fn total_pages_limit_follows_the_batch() {
-    let config = Config { address_spaces: 2, max_slots: 64, max_total_pages: 0x300 };
+    let config = Config::new(2, 64).with_max_total_pages(0x300);
     let slots = Memslots::new(config).expect("config");
     let mut w = slots.writer_with(Recorder::default()).expect("writer");
     commit(&mut w, &[Op::Create(region(0, 1, 0x100, 0x100)), Op::Create(region(1, 1, 0x100, 0x200))]).expect("setup");

@@ -72,7 +72,7 @@ fn debug_output_says_what_matters() {
     has(&format!("{binner:?}"), &["passes: 1"]);
 
     // Without slots and readers, and with a changed configuration.
-    let empty = Memslots::new(Config { address_spaces: 3, max_slots: 7, max_total_pages: 99 }).unwrap();
+    let empty = Memslots::new(Config::new(3, 7).with_max_total_pages(99)).unwrap();
     has(
         &format!("{empty:?}"),
         &["address_spaces: 3", "max_slots: 7", "max_total_pages: 99", "generations: [0, 1, 2]", "slot_objects: 0"],

@@ -22,7 +22,7 @@ const BASE: u64 = 0x100;
 const THREADS: u64 = 3;
 
 fn config() -> Config {
-    Config { address_spaces: 1, max_slots: 8, max_total_pages: u64::MAX }
+    Config::new(1, 8)
 }
 
 /// A map with one owned slot of `npages` at `BASE`.

@@ -137,7 +137,7 @@ struct Guest {
 }
 
 fn config(max_slots: u16) -> Config {
-    Config { address_spaces: 1, max_slots, max_total_pages: u64::MAX }
+    Config::new(1, max_slots)
 }
 
 impl Guest {
@@ -615,14 +615,14 @@ fn fill_all_memslots() {
     let kernel = KvmBackend::kernel_config(&vm);
     assert_eq!(i64::from(kernel.max_slots), i64::from(nr));
     // A map with more ids than the kernel is refused when the backend is made.
-    let over = Config { max_slots: kernel.max_slots + 1, ..kernel };
+    let over = kernel.with_max_slots(kernel.max_slots + 1);
     let error = KvmBackend::new(kvm.create_vm().unwrap(), over).unwrap_err();
     assert_eq!(error, KvmError::Slots { configured: kernel.max_slots + 1, kernel: nr as u32 });
     println!("{error}");
 
     // Slot i is the page at i * 4 KiB; the code slot is 16 pages at 2 MiB,
     // so ids below 512 leave that range alone.
-    let config = Config { address_spaces: 1, ..kernel };
+    let config = kernel.with_address_spaces(1);
     let mut guest = Guest::on(vm, config, true);
     let started = Instant::now();
     let mut last_gpa = 0;
@@ -861,7 +861,7 @@ fn smram_in_address_space_one() {
     let Some(kvm) = kvm() else { return };
     let vm = kvm.create_vm().unwrap();
     let smm = vm.check_extension_raw(KVM_CAP_X86_SMM.into());
-    let two = Config { address_spaces: 2, max_slots: 512, max_total_pages: u64::MAX };
+    let two = Config::new(2, 512);
     if smm <= 0 || KvmBackend::kernel_config(&vm).address_spaces < 2 {
         println!("SMRAM test skipped: this kernel has no KVM_CAP_X86_SMM (no address space 1)");
         let error = KvmBackend::new(vm, two).unwrap_err();

@@ -63,11 +63,11 @@ fn err(gpa: u64, done: usize, failure: AccessFailure) -> AccessError {
 }
 
 fn one_space() -> Config {
-    Config { address_spaces: 1, max_slots: 16, max_total_pages: u64::MAX }
+    Config::new(1, 16)
 }
 
 fn two_spaces() -> Config {
-    Config { address_spaces: 2, max_slots: 16, max_total_pages: u64::MAX }
+    Config::new(2, 16)
 }
 
 // ---------------------------------------------------------------------------

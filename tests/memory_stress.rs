@@ -158,7 +158,7 @@ fn delete_racing_with_copies_never_touches_unmapped_memory() {
         let ms = std::env::var("MEMSLOTS_STRESS_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
         (Duration::from_millis(ms), u64::MAX)
     };
-    let slots = Memslots::new(Config { address_spaces: 1, max_slots: 4, max_total_pages: u64::MAX }).unwrap();
+    let slots = Memslots::new(Config::new(1, 4)).unwrap();
     let mut w = slots.writer().unwrap();
     // Incarnations published so far (the create has returned).
     let published = AtomicU64::new(0);

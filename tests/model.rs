@@ -10,7 +10,7 @@ use common::model::Model;
 use memslots::{Config, Flags, Memslots, Region, SlotKey, UserMemoryRegion, GFN_LIMIT};
 use proptest::prelude::*;
 
-const CONFIG: Config = Config { address_spaces: 2, max_slots: 8, max_total_pages: 2000 };
+const CONFIG: Config = Config::new(2, 8).with_max_total_pages(2000);
 const HVA: u64 = 0x10_0000_0000;
 /// 65 pages below the top of the host address space.
 const TOP_HVA: u64 = 0u64.wrapping_sub(65 * 4096);

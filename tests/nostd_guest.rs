@@ -145,7 +145,7 @@ struct Run {
 /// or run out of time).
 fn run_guest(kvm: &Kvm, elf: &[u8]) -> Vec<Run> {
     let vm = kvm.create_vm().expect("KVM_CREATE_VM");
-    let config = Config { address_spaces: 1, max_slots: 8, max_total_pages: u64::MAX };
+    let config = Config::new(1, 8);
     let slots = Memslots::new(config).unwrap();
     let gate = VcpuGate::new().unwrap();
     let backend = KvmBackend::new(vm, config).expect("configuration within KVM's limits");

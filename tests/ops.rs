@@ -56,7 +56,7 @@ fn snapshot(slots: &Memslots) -> Snapshot {
 /// A map with slots 0 (gfn 0x0..0x100) and 1 (gfn 0x200..0x300, READONLY)
 /// in address space 0 and slot 0 (gfn 0xa0..0xc0) in address space 1.
 fn populated() -> (Memslots, Writer) {
-    let slots = Memslots::new(Config { max_total_pages: 1 << 20, ..Config::default() }).unwrap();
+    let slots = Memslots::new(Config::default().with_max_total_pages(1 << 20)).unwrap();
     let mut w = slots.writer().unwrap();
     w.create(region(0, 0, 0, 0x100)).unwrap();
     w.create(Region { flags: Flags::READONLY, ..region(1, 0, 0x200, 0x100) }).unwrap();
@@ -157,7 +157,7 @@ fn identical_parameters_do_not_swap() {
 
 #[test]
 fn generations_are_unique_across_address_spaces() {
-    let slots = Memslots::new(Config { address_spaces: 3, ..Config::default() }).unwrap();
+    let slots = Memslots::new(Config::default().with_address_spaces(3)).unwrap();
     let mut w = slots.writer().unwrap();
     let generation = |as_id| {
         let mut r = slots.device_reader();
@@ -184,7 +184,7 @@ fn smm_reader_sees_address_space_one() {
     assert_eq!(view.gfn_to_slot(0xb0).map(|s| s.key()), Some(key(0, 1)));
     assert!(view.gfn_to_slot(0x210).is_none());
     drop(view);
-    let one = Memslots::new(Config { address_spaces: 1, ..Config::default() }).unwrap();
+    let one = Memslots::new(Config::default().with_address_spaces(1)).unwrap();
     assert_eq!(one.reader().set_smm(true), Err(Error::InvalidAddressSpace { as_id: 1 }));
 }
 
@@ -289,8 +289,8 @@ fn drop_frees_every_slot_object() {
 
 #[test]
 fn error_invalid_config() {
-    assert_eq!(Memslots::new(Config { address_spaces: 0, ..Config::default() }).err(), Some(Error::InvalidConfig));
-    assert_eq!(Memslots::new(Config { max_slots: 0, ..Config::default() }).err(), Some(Error::InvalidConfig));
+    assert_eq!(Memslots::new(Config::default().with_address_spaces(0)).err(), Some(Error::InvalidConfig));
+    assert_eq!(Memslots::new(Config::default().with_max_slots(0)).err(), Some(Error::InvalidConfig));
 }
 
 #[test]

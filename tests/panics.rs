@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use memslots::{
     Backend, BatchError, Change, Config, Error, Flags, Memslots, NoBackend, Region, SlotChange, SlotKey, SpinThenYield,
-    UserMemoryRegion, Wait, Writer, ZapBinner, FIXED_MTRR_GFNS, PAGE_SHIFT,
+    UserMemoryRegion, Wait, Writer, WriterRefused, ZapBinner, FIXED_MTRR_GFNS, PAGE_SHIFT,
 };
 
 /// How long any thread of these tests may take before the test fails (miri
@@ -356,8 +356,11 @@ fn assert_poisoned(slots: &Memslots, mut w: Writer<Panicking>) {
     // Once it is gone: poisoned, every time, through both constructors.
     for _ in 0..3 {
         assert!(matches!(slots.writer(), Err(Error::Poisoned)));
-        assert!(matches!(slots.writer_with(NoBackend), Err(Error::Poisoned)));
-        assert!(matches!(slots.writer_with(Panicking { armed: None }), Err(Error::Poisoned)));
+        assert!(matches!(slots.writer_with(NoBackend), Err(WriterRefused { error: Error::Poisoned, .. })));
+        assert!(matches!(
+            slots.writer_with(Panicking { armed: None }),
+            Err(WriterRefused { error: Error::Poisoned, .. })
+        ));
     }
     assert_eq!(
         (generations(slots), slots.total_pages(), slots.slot_objects()),

@@ -48,7 +48,7 @@ impl Rng {
 }
 
 fn map(address_spaces: u16) -> Memslots {
-    Memslots::new(Config { address_spaces, ..Config::default() }).expect("valid config")
+    Memslots::new(Config::default().with_address_spaces(address_spaces)).expect("valid config")
 }
 
 /// Owned-RAM slots with ids 0.. for `layout` in address space `as_id`.

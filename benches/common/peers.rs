@@ -95,7 +95,7 @@ pub trait Lookup {
 }
 
 pub fn memslots_config() -> Config {
-    Config { address_spaces: 1, ..Config::default() }
+    Config::default().with_address_spaces(1)
 }
 
 pub fn region(id: usize, s: &Span) -> Region {

@@ -14,7 +14,7 @@ fuzz_target!(|data: &[u8]| {
     let mut u = arbitrary::Unstructured::new(data);
     let Ok(address_spaces) = u.int_in_range(1..=3u16) else { return };
     let Ok(probes) = probes(&mut u) else { return };
-    let config = Config { address_spaces, max_slots: 8, max_total_pages: 2000 };
+    let config = Config::new(address_spaces, 8).with_max_total_pages(2000);
     let slots = Memslots::new(config).unwrap();
     let mut w = slots.writer().unwrap();
     let mut readers = [slots.reader(), slots.device_reader()];

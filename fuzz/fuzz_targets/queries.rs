@@ -57,7 +57,7 @@ fn packed_slot(u: &mut arbitrary::Unstructured, id: u16, next: &mut [u64; 2]) ->
 
 fuzz_target!(|data: &[u8]| {
     let mut u = arbitrary::Unstructured::new(data);
-    let config = Config { address_spaces: 2, max_slots: 256, max_total_pages: u64::MAX };
+    let config = Config::new(2, 256);
     let slots = Memslots::new(config).unwrap();
     let mut w = slots.writer().unwrap();
     let mut m = Model::new(config);

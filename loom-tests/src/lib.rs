@@ -154,7 +154,7 @@ mod models {
     /// One address space holding slot 0 at gfns 0..4, its writer, and
     /// `fault` injected (before any model thread starts).
     pub fn setup(fault: Option<LoomFault>) -> (Memslots, Writer) {
-        let slots = Memslots::new(Config { address_spaces: 1, max_slots: 4, max_total_pages: u64::MAX }).unwrap();
+        let slots = Memslots::new(Config::new(1, 4)).unwrap();
         let mut w = slots.writer().unwrap();
         w.create(Region { id: 0, as_id: 0, base_gfn: 0, npages: 4, hva: HVA, flags: Flags::empty() }).unwrap();
         if let Some(fault) = fault {

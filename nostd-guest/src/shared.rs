@@ -26,7 +26,7 @@ static SHARED: AtomicPtr<Shared> = AtomicPtr::new(core::ptr::null_mut());
 /// Makes the shared state and hands it to the other vCPU. Once, after the
 /// heap is ready.
 pub fn publish() -> &'static Shared {
-    let config = Config { address_spaces: 1, max_slots: 64, max_total_pages: u64::MAX };
+    let config = Config::new(1, 64);
     let shared = Box::new(Shared {
         slots: Memslots::new(config).unwrap_or_else(|e| panic!("Memslots::new: {e}")),
         binner: ZapBinner::new(),

@@ -48,6 +48,7 @@ impl Error {
     /// | [`ViewHeldByWriterThread`](Error::ViewHeldByWriterThread) | `EDEADLK` | no KVM equivalent: the change would wait for its own thread |
     /// | [`Poisoned`](Error::Poisoned) | `EIO` | no KVM equivalent: the map's state is broken |
     /// | [`TotalPagesExceeded`](Error::TotalPagesExceeded) | `EINVAL` | the page total overflowing |
+    /// | [`BeyondPhysAddrWidth`](Error::BeyondPhysAddrWidth) | `EINVAL` | x86's `kvm_arch_prepare_memory_region` (a slot past `kvm_mmu_max_gfn`) |
     /// | [`NoSuchSlot`](Error::NoSuchSlot) | `EINVAL` | deleting a slot that does not exist (`KVM_GET_DIRTY_LOG` says `ENOENT` there) |
     /// | every other variant | `EINVAL` | the sanity checks of `kvm_set_memory_region` |
     pub fn errno(&self) -> i32 {
@@ -77,6 +78,7 @@ impl Error {
             | Error::NoSuchSlot { .. }
             | Error::Resize { .. }
             | Error::HvaChange { .. }
+            | Error::BeyondPhysAddrWidth { .. }
             | Error::DirtyLogRange { .. } => EINVAL,
         }
     }

@@ -13,7 +13,8 @@ use crate::vocab::slot::{check_frames, FrameError, Region, SlotKey, UserMemoryRe
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Error {
-    /// The configuration is unusable (no address space, or no slot).
+    /// The configuration is unusable (no address space, no slot, or a
+    /// physical address width outside 13..=64 bits).
     InvalidConfig,
     /// Another writer is alive; there is exactly one at a time.
     WriterBusy,
@@ -124,6 +125,15 @@ pub enum Error {
     /// leaked, not freed: nothing can tell any more which reader may reach
     /// them.
     Poisoned,
+    /// The slot would reach past the guest physical address width
+    /// ([`Config::phys_addr_bits`](crate::Config::phys_addr_bits)), as KVM
+    /// on x86 refuses (`kvm_arch_prepare_memory_region`).
+    BeyondPhysAddrWidth {
+        /// The slot being created or moved.
+        key: SlotKey,
+        /// The width in bits.
+        bits: u8,
+    },
     /// The new guest range overlaps another slot of the same address space.
     Overlap {
         /// The slot being created or moved.
@@ -136,7 +146,9 @@ pub enum Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::InvalidConfig => write!(f, "configuration needs at least one address space and one slot"),
+            Error::InvalidConfig => {
+                write!(f, "configuration needs an address space, a slot and an address width of 13 to 64 bits")
+            }
             Error::WriterBusy => write!(f, "another writer is active"),
             Error::UnknownFlags { bits } => write!(f, "unknown slot flag bits {bits:#x}"),
             Error::ReadonlyToggle { key } => write!(f, "READONLY cannot change on existing slot {key}"),
@@ -163,6 +175,9 @@ impl fmt::Display for Error {
             Error::MapFailed { errno } => write!(f, "mapping guest RAM failed (errno {errno})"),
             Error::Poisoned => write!(f, "a writer panicked in the middle of a change; the slot map is poisoned"),
             Error::Overlap { key, with } => write!(f, "slot {key} would overlap slot {with}"),
+            Error::BeyondPhysAddrWidth { key, bits } => {
+                write!(f, "slot {key} would reach past the {bits}-bit guest physical address space")
+            }
         }
     }
 }

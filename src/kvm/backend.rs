@@ -144,11 +144,7 @@ impl KvmBackend {
     /// (`KVM_CAP_NR_MEMSLOTS`), no limit on total pages.
     pub fn kernel_config(vm: &VmFd) -> Config {
         let (address_spaces, slots) = kernel_limits(vm);
-        Config {
-            address_spaces: u16::try_from(address_spaces).unwrap_or(u16::MAX),
-            max_slots: u16::try_from(slots).unwrap_or(u16::MAX),
-            max_total_pages: u64::MAX,
-        }
+        Config::new(u16::try_from(address_spaces).unwrap_or(u16::MAX), u16::try_from(slots).unwrap_or(u16::MAX))
     }
 
     /// A backend owning `vm`, for a slot map with `config` (give it

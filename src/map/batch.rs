@@ -7,7 +7,9 @@ use crate::backend::Backend;
 use crate::base::addr::Gfn;
 
 use crate::map::op::{BatchError, Op};
-use crate::map::writer::{owned_region, Writer};
+#[cfg(feature = "std")]
+use crate::map::writer::owned_region;
+use crate::map::writer::Writer;
 use crate::memory::backing::Backing;
 use crate::vocab::{Change, Flags, Region, SlotKey, UserMemoryRegion};
 

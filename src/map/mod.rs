@@ -67,6 +67,7 @@ pub use slot::Slot;
 pub use writer::Writer;
 
 use crate::backend::{Backend, NoBackend};
+use crate::base::addr::PAGE_SHIFT;
 use crate::base::sync::Ordering;
 use crate::base::wait::{SpinThenYield, Wait};
 use crate::error::Error;
@@ -86,7 +87,21 @@ fn index_proptest_config() -> proptest::prelude::ProptestConfig {
 use space::AddressSpace;
 
 /// The shape of a VM's slot map.
+///
+/// Marked `#[non_exhaustive]` so that it can grow without breaking users:
+/// build one with [`Config::new`] (or [`Config::default`]) and the `with_`
+/// setters; the fields stay readable.
+///
+/// ```
+/// use memslots::Config;
+///
+/// // One address space of 512 slots, guest physical addresses below 2^46.
+/// let config = Config::new(1, 512).with_phys_addr_bits(46);
+/// assert_eq!((config.address_spaces, config.max_slots, config.phys_addr_bits), (1, 512, 46));
+/// assert_eq!(config.max_gfn_end(), 1 << (46 - 12));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Config {
     /// Independent guest address spaces; x86 has 2 (normal and SMM).
     pub address_spaces: u16,
@@ -94,12 +109,58 @@ pub struct Config {
     pub max_slots: u16,
     /// The most pages all slots together may hold.
     pub max_total_pages: u64,
+    /// The width of a guest physical address, in bits: no slot may reach
+    /// past `2^phys_addr_bits` (KVM on x86 refuses such a slot with
+    /// `EINVAL`; the `kvm` backend's
+    /// [`kernel_config`](crate::kvm::KvmBackend::kernel_config) sets the
+    /// kernel's width). 64, the default, sets no limit beyond the address
+    /// itself; values outside 13..=64 are refused by [`Memslots::new`].
+    pub phys_addr_bits: u8,
+}
+
+impl Config {
+    /// `address_spaces` address spaces of `max_slots` slot ids each, no
+    /// limit on total pages and 64-bit guest physical addresses.
+    pub const fn new(address_spaces: u16, max_slots: u16) -> Config {
+        Config { address_spaces, max_slots, max_total_pages: u64::MAX, phys_addr_bits: 64 }
+    }
+
+    /// The same, with `address_spaces` address spaces.
+    pub const fn with_address_spaces(self, address_spaces: u16) -> Config {
+        Config { address_spaces, ..self }
+    }
+
+    /// The same, with `max_slots` slot ids per address space.
+    pub const fn with_max_slots(self, max_slots: u16) -> Config {
+        Config { max_slots, ..self }
+    }
+
+    /// The same, with at most `max_total_pages` pages in all slots.
+    pub const fn with_max_total_pages(self, max_total_pages: u64) -> Config {
+        Config { max_total_pages, ..self }
+    }
+
+    /// The same, with guest physical addresses of `phys_addr_bits` bits.
+    pub const fn with_phys_addr_bits(self, phys_addr_bits: u8) -> Config {
+        Config { phys_addr_bits, ..self }
+    }
+
+    /// One past the highest gfn a slot may hold: `2^(phys_addr_bits - 12)`
+    /// (for 64 bits, the crate's [`GFN_LIMIT`](crate::GFN_LIMIT)).
+    pub const fn max_gfn_end(&self) -> u64 {
+        1 << (self.phys_addr_bits as u32 - PAGE_SHIFT)
+    }
+
+    fn is_valid(&self) -> bool {
+        self.address_spaces > 0 && self.max_slots > 0 && matches!(self.phys_addr_bits, 13..=64)
+    }
 }
 
 impl Default for Config {
-    /// x86: two address spaces of 32764 slots, no limit on total pages.
+    /// x86: two address spaces of 32764 slots, no limit on total pages,
+    /// 64-bit guest physical addresses.
     fn default() -> Config {
-        Config { address_spaces: 2, max_slots: 32764, max_total_pages: u64::MAX }
+        Config::new(2, 32764)
     }
 }
 
@@ -113,7 +174,8 @@ impl Memslots {
     /// An empty slot map whose writer waits with [`SpinThenYield`].
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] for no address space or no slot.
+    /// [`Error::InvalidConfig`] for no address space or no slot, or a
+    /// physical address width outside 13..=64 bits.
     pub fn new(config: Config) -> Result<Memslots, Error> {
         Memslots::with_wait(config, SpinThenYield)
     }
@@ -121,9 +183,10 @@ impl Memslots {
     /// An empty slot map whose writer waits for grace periods with `wait`.
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] for no address space or no slot.
+    /// [`Error::InvalidConfig`] for no address space or no slot, or a
+    /// physical address width outside 13..=64 bits.
     pub fn with_wait(config: Config, wait: impl Wait + 'static) -> Result<Memslots, Error> {
-        if config.address_spaces == 0 || config.max_slots == 0 {
+        if !config.is_valid() {
             return Err(Error::InvalidConfig);
         }
         let spaces = (0..config.address_spaces).map(AddressSpace::new).collect();
@@ -141,26 +204,48 @@ impl Memslots {
     /// [`Error::WriterBusy`] while another writer is alive;
     /// [`Error::Poisoned`] after a writer panicked in the middle of a change.
     pub fn writer(&self) -> Result<Writer, Error> {
-        self.writer_with(NoBackend)
+        self.writer_with(NoBackend).map_err(Error::from)
     }
 
     /// The writer, with `backend` following every change.
     ///
+    /// ```
+    /// use memslots::{Backend, Config, Error, Memslots, SlotChange};
+    ///
+    /// struct Count(usize);
+    /// impl Backend for Count {
+    ///     fn commit(&mut self, _: &SlotChange) {
+    ///         self.0 += 1;
+    ///     }
+    /// }
+    ///
+    /// let slots = Memslots::new(Config::default())?;
+    /// let writer = slots.writer_with(Count(0))?;
+    /// // A second writer is refused, and the backend comes back with the error.
+    /// let refused = slots.writer_with(Count(7)).unwrap_err();
+    /// assert_eq!((refused.error, refused.backend.0), (Error::WriterBusy, 7));
+    /// # drop(writer);
+    /// # Ok::<(), Error>(())
+    /// ```
+    ///
     /// # Errors
-    /// As for [`Memslots::writer`].
-    pub fn writer_with<B: Backend>(&self, backend: B) -> Result<Writer<B>, Error> {
+    /// As for [`Memslots::writer`], with `backend` given back
+    /// ([`WriterRefused`]; it converts into [`Error`] for `?`).
+    pub fn writer_with<B: Backend>(&self, backend: B) -> Result<Writer<B>, WriterRefused<B>> {
         // Acquire: pairs with the Release store when the previous writer
         // dropped, so its edits to the inactive sets are visible.
-        self.inner
-            .writer_taken
-            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .map_err(|_| Error::WriterBusy)?;
-        let writer = Writer::new(self.inner.clone(), backend);
-        // Relaxed: ordered by the Acquire above (see `Engine::run`).
-        if self.inner.poisoned.load(Ordering::Relaxed) {
-            return Err(Error::Poisoned);
+        if self.inner.writer_taken.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
+            return Err(WriterRefused { error: Error::WriterBusy, backend });
         }
-        Ok(writer)
+        // Relaxed: ordered by the Acquire above: a writer that unwound set
+        // it before its Release handoff.
+        if self.inner.poisoned.load(Ordering::Relaxed) {
+            // Release: pairs with the next taker's Acquire compare-exchange,
+            // as `Writer`'s drop does.
+            self.inner.writer_taken.store(false, Ordering::Release);
+            return Err(WriterRefused { error: Error::Poisoned, backend });
+        }
+        Ok(Writer::new(self.inner.clone(), backend))
     }
 
     /// A reader for a vCPU thread, with its own last-used-slot cache.
@@ -210,6 +295,36 @@ impl fmt::Debug for Memslots {
             .finish()
     }
 }
+
+/// A writer refused by [`Memslots::writer_with`], with the backend it was
+/// given: a backend that owns a VM's file descriptor is not dropped (and the
+/// VM not closed) because the map was busy or poisoned.
+pub struct WriterRefused<B> {
+    /// [`Error::WriterBusy`] or [`Error::Poisoned`].
+    pub error: Error,
+    /// The backend, unused.
+    pub backend: B,
+}
+
+impl<B> From<WriterRefused<B>> for Error {
+    fn from(refused: WriterRefused<B>) -> Error {
+        refused.error
+    }
+}
+
+impl<B> fmt::Debug for WriterRefused<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WriterRefused").field("error", &self.error).finish_non_exhaustive()
+    }
+}
+
+impl<B> fmt::Display for WriterRefused<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.error, f)
+    }
+}
+
+impl<B> core::error::Error for WriterRefused<B> {}
 
 /// Formats an iterator as a list.
 pub(crate) struct DebugList<I>(pub(crate) I);

@@ -14,7 +14,9 @@
 //! 8. new slot: the total-pages limit;
 //!    existing slot: new host address, new size, READONLY toggled are refused;
 //!    same base and flags is a no-op;
-//! 9. CREATE and MOVE must not overlap another slot (its own old range is fine).
+//! 9. CREATE and MOVE must not overlap another slot (its own old range is fine);
+//! 10. CREATE and MOVE must end within the guest physical address width
+//!     (x86's `kvm_arch_prepare_memory_region`, after the generic checks).
 
 use crate::base::addr::{is_page_aligned, MAX_SLOT_PAGES, PAGE_SHIFT};
 use crate::error::Error;
@@ -141,8 +143,11 @@ pub(crate) fn plan<'s>(
             }
         }
     };
-    match set.first_overlap(new.base_gfn..new.end_gfn(), old) {
-        Some(with) => Err(Error::Overlap { key, with }),
-        None => Ok(plan),
+    if let Some(with) = set.first_overlap(new.base_gfn..new.end_gfn(), old) {
+        return Err(Error::Overlap { key, with });
     }
+    if new.end_gfn() > config.max_gfn_end() {
+        return Err(Error::BeyondPhysAddrWidth { key, bits: config.phys_addr_bits });
+    }
+    Ok(plan)
 }

@@ -398,7 +398,7 @@ mod tests {
 
     #[test]
     fn device_readers_share_only_slots_that_proved_hot() {
-        let slots = Memslots::new(Config { address_spaces: 1, ..Config::default() }).unwrap();
+        let slots = Memslots::new(Config::default().with_address_spaces(1)).unwrap();
         let mut w = slots.writer().unwrap();
         w.create(region(0, 0)).unwrap();
         w.create(region(1, 8)).unwrap();
@@ -441,7 +441,7 @@ mod tests {
     #[test]
     fn nested_views_of_two_generations_keep_apart() {
         for vcpu in [true, false] {
-            let slots = Memslots::new(Config { address_spaces: 1, ..Config::default() }).unwrap();
+            let slots = Memslots::new(Config::default().with_address_spaces(1)).unwrap();
             let mut w = slots.writer().unwrap();
             w.create(region(0, 0)).unwrap();
             let reader = if vcpu { slots.reader() } else { slots.device_reader() };

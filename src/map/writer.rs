@@ -286,7 +286,7 @@ mod tests {
     /// only slots, but a large batch does not leave them large.
     #[test]
     fn buffers_are_reused_and_trimmed() {
-        let slots = Memslots::new(Config { address_spaces: 1, ..Config::default() }).expect("config");
+        let slots = Memslots::new(Config::default().with_address_spaces(1)).expect("config");
         let mut w = slots.writer().expect("writer");
         let mut batch = w.batch();
         for id in 0..500 {

@@ -225,7 +225,7 @@ mod tests {
     /// and a fresh one sees the current layout.
     #[test]
     fn snapshots_drop_in_any_order() {
-        let slots = Memslots::new(Config { address_spaces: 1, ..Config::default() }).unwrap();
+        let slots = Memslots::new(Config::default().with_address_spaces(1)).unwrap();
         let mut w = slots.writer().unwrap();
         let region =
             |id: u16, base_gfn| Region { id, as_id: 0, base_gfn, npages: 1, hva: 0x1000, flags: Flags::empty() };

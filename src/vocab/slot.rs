@@ -32,6 +32,29 @@ impl SlotKey {
     pub const fn kvm_slot(self) -> u32 {
         ((self.as_id as u32) << 16) | self.id as u32
     }
+
+    /// The key a kernel `slot` field names: address space from the upper
+    /// 16 bits, id from the lower 16, as KVM splits it. Every `u32` names a
+    /// key (whether the map has that id or address space is checked where
+    /// the key is used); `SlotKey::from(slot)` does the same.
+    ///
+    /// ```
+    /// use memslots::SlotKey;
+    ///
+    /// let key = SlotKey::from_kvm_slot(0x0001_0005);
+    /// assert_eq!(key, SlotKey { id: 5, as_id: 1 });
+    /// assert_eq!(key.kvm_slot(), 0x0001_0005);
+    /// assert_eq!(SlotKey::from(0x0001_0005), key);
+    /// ```
+    pub const fn from_kvm_slot(slot: u32) -> SlotKey {
+        SlotKey { id: slot as u16, as_id: (slot >> 16) as u16 }
+    }
+}
+
+impl From<u32> for SlotKey {
+    fn from(slot: u32) -> SlotKey {
+        SlotKey::from_kvm_slot(slot)
+    }
 }
 
 impl fmt::Display for SlotKey {
@@ -90,7 +113,7 @@ impl UserMemoryRegion {
     /// The key the `slot` field names: address space from the upper 16
     /// bits, id from the lower 16, as KVM splits it.
     pub const fn key(&self) -> SlotKey {
-        SlotKey { id: self.slot as u16, as_id: (self.slot >> 16) as u16 }
+        SlotKey::from_kvm_slot(self.slot)
     }
 }
 
