@@ -1,5 +1,5 @@
-//! User code that panics (issue #12): a zap callback of
-//! `ZapBinner::zap_or_wait`, and a backend hook of the writer. The panic
+//! User code that panics: a zap callback of `ZapBinner::zap_or_wait`, a
+//! backend hook of the writer, and the writer's `Wait` strategy. The panic
 //! reaches its own caller; nobody else hangs (every wait here runs on
 //! another thread and is joined under a deadline); nothing is lost or torn.
 
@@ -449,4 +449,53 @@ fn backend_panic_in_invalidated_leaves_old_or_new_layout() {
             layouts.new
         );
     }
+}
+
+/// A wait strategy that panics on its first pause once armed.
+#[derive(Clone, Default)]
+struct PanickingWait(Arc<std::sync::atomic::AtomicBool>);
+
+impl Wait for PanickingWait {
+    fn pause(&self, step: u32) {
+        if self.0.swap(false, Ordering::SeqCst) {
+            panic!("the wait strategy panics");
+        }
+        SpinThenYield.pause(step);
+    }
+}
+
+/// A `Wait` that panics during the grace period after the INVALID swap
+/// (held up by a view on another thread) leaves readers on the old layout,
+/// not on the INVALID step with the deleted and moved slots gone for good.
+#[test]
+fn wait_panic_in_the_invalidation_grace_period_leaves_old_layout() {
+    let armed = PanickingWait::default();
+    let slots = Memslots::with_wait(Config::default(), armed.clone()).expect("config");
+    let mut w = slots.writer_with(Panicking { armed: None }).expect("writer");
+    let layouts = setup(&mut w);
+    // A reader on another thread holds a view from before the batch, so the
+    // writer must pause in the grace period after the INVALID swap.
+    let (pinned_tx, pinned) = mpsc::channel();
+    let (release, release_rx) = mpsc::channel::<()>();
+    let reader = std::thread::spawn({
+        let slots = slots.clone();
+        move || {
+            let r = slots.reader();
+            let view = r.pin();
+            pinned_tx.send(()).expect("test waits");
+            release_rx.recv().expect("test releases");
+            drop(view);
+        }
+    });
+    pinned.recv().expect("reader pinned");
+    armed.0.store(true, Ordering::SeqCst);
+    let result = catch_unwind(AssertUnwindSafe(|| the_batch(&mut w)));
+    let message = result.map(drop).map_err(|p| panic_message(&*p));
+    assert_eq!(message, Err("the wait strategy panics".to_string()), "the panic reaches the writer's caller");
+    release.send(()).expect("reader waits");
+    reader.join().expect("reader");
+    let seen = seen_by_readers(&slots);
+    assert_eq!(seen[0], layouts.old, "readers are back on the layout before the batch");
+    assert_eq!(seen[1], layouts.old);
+    assert_poisoned(&slots, w);
 }

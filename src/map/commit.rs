@@ -524,10 +524,12 @@ impl<'a, B: Backend> Engine<'a, B> {
             // the original state with INVALID copies of the deleted and moved
             // slots.
             self.rewrite(some, |net| net.in_inactive, NetChange::first_published);
-            self.swap_and_wait(&invalidating);
-            // A hook that unwinds here would leave the INVALID copies
-            // published for good: swap the original state back in first.
+            self.swap(&invalidating);
+            // From here until the hooks have run, an unwinding panic (the
+            // `Wait` strategy, a hook) would leave the INVALID copies
+            // published for good: swap the original state back in then.
             let restore = SwapBackOnUnwind { inner: self.inner, as_ids: &invalidating };
+            self.wait_grace_period();
             for (change, _) in order.iter().filter(|(change, _)| invalidates(change)) {
                 self.backend.invalidated(change);
             }
@@ -563,9 +565,20 @@ impl<'a, B: Backend> Engine<'a, B> {
     /// Publishes the inactive sets of `as_ids` and waits out one grace
     /// period for all of them.
     fn swap_and_wait(&self, as_ids: &[u16]) {
+        self.swap(as_ids);
+        self.wait_grace_period();
+    }
+
+    /// Publishes the inactive sets of `as_ids`.
+    fn swap(&self, as_ids: &[u16]) {
         for &as_id in as_ids {
             self.inner.spaces[usize::from(as_id)].swap(self.inner.config.address_spaces);
         }
+    }
+
+    /// Waits until every view that could have loaded a set made inactive by
+    /// the last swaps has ended or moved on.
+    fn wait_grace_period(&self) {
         self.inner.epochs.synchronize(&*self.inner.wait);
     }
 }
@@ -582,8 +595,8 @@ impl Drop for PoisonOnUnwind<'_> {
 }
 
 /// Publishes again the sets that were active before the INVALID swap, when
-/// dropped, which only happens if a backend hook unwinds after that swap (it
-/// is forgotten otherwise). The map is poisoned then and never edited again,
+/// dropped, which only happens if the grace-period wait or a backend hook
+/// unwinds after that swap (it is forgotten otherwise). The map is poisoned then and never edited again,
 /// so no grace period is needed.
 struct SwapBackOnUnwind<'a> {
     inner: &'a Inner,
