@@ -110,7 +110,7 @@ pub use error::Error;
 pub use kvm::{Exit, KvmBackend, KvmWriter, Vcpu, VcpuGate};
 #[cfg(loom)]
 pub use map::LoomFault;
-pub use map::{Batch, BatchError, Config, Memslots, Reader, Slot, View, Writer, WriterRefused};
+pub use map::{Batch, BatchError, Config, Lookup, Memslots, Reader, Slot, View, Writer, WriterRefused};
 #[cfg(loom)]
 #[doc(hidden)]
 pub use memory::dirty::DirtyBitmap as LoomDirtyBitmap;

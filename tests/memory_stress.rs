@@ -104,14 +104,16 @@ fn reader_loop(reader: Reader, r: u64, stop: &AtomicBool, published: &AtomicU64)
                 tally.tags += 1;
             }
             Err(e) => {
-                assert_eq!((e.gpa, e.done, e.failure), (at, 0, AccessFailure::NotMapped));
+                // A hole, or the slot's INVALID copy while it moves or goes.
+                assert_eq!((e.gpa, e.done), (at, 0));
+                assert!(matches!(e.failure, AccessFailure::NotMapped | AccessFailure::Changing), "{e}");
                 tally.misses += 1;
             }
         }
         // 2. Through a cached translation of the tag page at the first place.
         match view.read_cached(&mut cache, 0, &mut buf) {
             Ok(()) => seen.push(buf),
-            Err(e) => assert_eq!(e.failure, AccessFailure::NotMapped),
+            Err(e) => assert!(matches!(e.failure, AccessFailure::NotMapped | AccessFailure::Changing), "{e}"),
         }
         // 3. Where the slot is now: write into the reader's own page and
         //    read it back in the same view; read the last bytes of the slot.

@@ -20,9 +20,13 @@ pub use range::GuestRange;
 pub enum AccessFailure {
     /// A zero-length access.
     Empty,
-    /// No usable slot holds the address: a hole, or a slot being deleted or
-    /// moved (INVALID).
+    /// No slot holds the address: a hole.
     NotMapped,
+    /// A slot holding the address is being deleted or moved (INVALID): the
+    /// change is under way. Take a new view and retry, as KVM's fault path
+    /// does; once the change is published the address is in the slot's new
+    /// place, or a hole.
+    Changing,
     /// A write to a `READONLY` slot.
     ReadOnly,
     /// The slot was made from a host address number only
@@ -53,6 +57,7 @@ impl fmt::Display for AccessError {
         let why = match self.failure {
             AccessFailure::Empty => "empty access",
             AccessFailure::NotMapped => "no slot",
+            AccessFailure::Changing => "slot being deleted or moved; retry",
             AccessFailure::ReadOnly => "read-only slot",
             AccessFailure::NoHostMemory => "slot without host memory",
             AccessFailure::PastEnd => "past the end of the guest address space",

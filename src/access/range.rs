@@ -123,6 +123,7 @@ impl View<'_> {
     ///
     /// # Errors
     /// [`AccessFailure::Empty`], [`AccessFailure::NotMapped`],
+    /// [`AccessFailure::Changing`] (retry with a new view),
     /// [`AccessFailure::PastEnd`] (the range leaves its slot; `done` says
     /// how many bytes the slot holds), [`AccessFailure::NoHostMemory`] for a
     /// slot whose memory the crate does not own.

@@ -3,7 +3,7 @@
 
 use crate::access::{AccessError, AccessFailure};
 use crate::base::addr::{Gfn, PAGE_SHIFT};
-use crate::map::{Slot, View};
+use crate::map::{Lookup, Slot, View};
 use crate::memory::copy;
 use crate::vocab::Flags;
 
@@ -29,7 +29,11 @@ impl Segment<'_> {
 impl<'r> View<'r> {
     /// The slot piece holding `gpa`, at most `len` bytes long.
     pub(crate) fn segment(&self, gpa: u64, len: usize, write: bool) -> Result<Segment<'_>, AccessFailure> {
-        let slot = self.gfn_to_slot(gpa >> PAGE_SHIFT).ok_or(AccessFailure::NotMapped)?;
+        let slot = match self.lookup(gpa >> PAGE_SHIFT) {
+            Lookup::Slot(slot) => slot,
+            Lookup::Changing => return Err(AccessFailure::Changing),
+            Lookup::Unmapped => return Err(AccessFailure::NotMapped),
+        };
         if write && slot.flags().contains(Flags::READONLY) {
             return Err(AccessFailure::ReadOnly);
         }
@@ -75,10 +79,11 @@ impl<'r> View<'r> {
     /// boundaries.
     ///
     /// # Errors
-    /// [`AccessError`] naming the first address that could not be read (a
-    /// hole, an INVALID slot, a slot without host memory, the end of the
-    /// address space) and how many bytes were read before it; a zero-length
-    /// `buf` is [`AccessFailure::Empty`].
+    /// [`AccessError`] naming the first address that could not be read and
+    /// how many bytes were read before it: a hole or the end of the address
+    /// space ([`AccessFailure::NotMapped`]), a slot being deleted or moved
+    /// ([`AccessFailure::Changing`]: retry with a new view), a slot without
+    /// host memory; a zero-length `buf` is [`AccessFailure::Empty`].
     pub fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), AccessError> {
         self.walk(gpa, buf.len(), false, |segment, at| {
             // SAFETY: the segment lies in a slot with host memory, which is

@@ -25,6 +25,34 @@ use crate::vocab::{Change, Flags, Region, SlotKey, UserMemoryRegion};
 /// turned off and on again keeps its dirty log then, while the same with a
 /// move in between starts the log afresh, as the same single calls would.
 ///
+/// # What readers see
+///
+/// Each address space the batch touches goes through at most two layouts
+/// after the one before the batch, each published at once (one swap):
+///
+/// 1. Only if the batch deletes or moves a slot of that space (or gives an
+///    id new memory): the layout before the batch with each such slot
+///    INVALID. Its old range holds no usable slot: [`View::gfn_to_slot`]
+///    finds nothing there, [`View::lookup`] and the guest-memory accessors
+///    answer "changing, retry" ([`Lookup::Changing`],
+///    [`AccessFailure::Changing`]), and [`View::slots_in_hva_range`] still
+///    lists it. No create, move target or flag change of the batch is
+///    visible yet.
+/// 2. The final layout: every change of the batch.
+///
+/// So readers never see part of the batch's creates, moves and flag
+/// changes without the rest, and a range the batch takes away answers
+/// "changing" until the final layout, never "no slot". A batch of creates
+/// and flag changes only goes from the layout before straight to the final
+/// one. Address spaces swap one after another, so a reader of one space may
+/// see its final layout shortly before a reader of another.
+///
+/// [`View::gfn_to_slot`]: crate::View::gfn_to_slot
+/// [`View::lookup`]: crate::View::lookup
+/// [`View::slots_in_hva_range`]: crate::View::slots_in_hva_range
+/// [`Lookup::Changing`]: crate::Lookup::Changing
+/// [`AccessFailure::Changing`]: crate::AccessFailure::Changing
+///
 /// ```
 /// use memslots::{Config, Flags, Memslots, Region, SlotKey};
 ///
@@ -32,7 +60,8 @@ use crate::vocab::{Change, Flags, Region, SlotKey, UserMemoryRegion};
 /// let mut writer = slots.writer()?;
 /// let dimm = Region { id: 0, as_id: 0, base_gfn: 0x100, npages: 0x200, hva: 0x7f00_0000_0000, flags: Flags::empty() };
 /// writer.create(dimm)?;
-/// // Replace one DIMM by two halves: readers see the old slot or both halves.
+/// // Replace one DIMM by two halves: readers see the old slot, then its
+/// // range changing (the INVALID step), then both halves; never one half.
 /// let mut batch = writer.batch();
 /// batch.delete(dimm.key());
 /// batch.create(Region { npages: 0x100, ..dimm });

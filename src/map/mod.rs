@@ -62,7 +62,7 @@ pub use batch::Batch;
 #[cfg(loom)]
 pub use epoch::LoomFault;
 pub use op::BatchError;
-pub use reader::{Reader, View};
+pub use reader::{Lookup, Reader, View};
 pub use slot::Slot;
 pub use writer::Writer;
 

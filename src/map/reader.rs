@@ -270,10 +270,37 @@ impl<'r> View<'r> {
         self.reader().as_id
     }
 
-    /// The slot holding `gfn`.
+    /// The slot holding `gfn`; `None` for a hole and for a slot being
+    /// deleted or moved (see [`View::lookup`] to tell the two apart).
     #[inline(always)]
     pub fn gfn_to_slot(&self, gfn: Gfn) -> Option<&Slot> {
         self.hit(gfn)
+    }
+
+    /// What holds `gfn`: a usable slot, a slot being deleted or moved
+    /// ([`Lookup::Changing`]: take a new view and retry, as KVM's fault
+    /// path retries on an INVALID slot), or nothing. A miss costs a second
+    /// search; a hit costs what [`View::gfn_to_slot`] does.
+    ///
+    /// ```
+    /// use memslots::{Config, Flags, Lookup, Memslots, Region};
+    ///
+    /// let slots = Memslots::new(Config::default())?;
+    /// let mut writer = slots.writer()?;
+    /// writer.create(Region { id: 0, as_id: 0, base_gfn: 0x10, npages: 4, hva: 0x7f00_0000_0000, flags: Flags::empty() })?;
+    /// let reader = slots.reader();
+    /// let view = reader.pin();
+    /// assert!(matches!(view.lookup(0x11), Lookup::Slot(s) if s.id() == 0));
+    /// assert!(matches!(view.lookup(0x20), Lookup::Unmapped));
+    /// # Ok::<(), memslots::Error>(())
+    /// ```
+    #[inline]
+    pub fn lookup(&self, gfn: Gfn) -> Lookup<'_> {
+        match self.hit(gfn) {
+            Some(slot) => Lookup::Slot(slot),
+            None if self.set().containing(gfn).is_some_and(Slot::is_invalid) => Lookup::Changing,
+            None => Lookup::Unmapped,
+        }
     }
 
     /// The host address backing `gfn`. This reads the reader's cache or
@@ -345,9 +372,12 @@ impl<'r> View<'r> {
 
     /// The slots whose host range intersects `hvas`, by host address; for
     /// host-side invalidation (an `munmap`, a page migrating). None for an
-    /// empty range.
+    /// empty range. Slots being deleted or moved are included
+    /// ([`Slot::is_invalid`]), as KVM's walk of host ranges visits them:
+    /// their old range stays mapped to the guest until the change's flush
+    /// ([`Backend::invalidated`](crate::Backend::invalidated)).
     pub fn slots_in_hva_range(&self, hvas: Range<Hva>) -> impl Iterator<Item = &Slot> + '_ {
-        self.set().in_hva_range(hvas).filter_map(usable)
+        self.set().in_hva_range(hvas).inspect(|slot| slot.touch())
     }
 
     /// The slot with id `id`.
@@ -370,6 +400,19 @@ impl fmt::Debug for View<'_> {
             .field("slots", &self.slots().count())
             .finish()
     }
+}
+
+/// What a view holds at a gfn ([`View::lookup`]).
+#[derive(Clone, Copy, Debug)]
+pub enum Lookup<'v> {
+    /// A usable slot.
+    Slot(&'v Slot),
+    /// A slot being deleted or moved (INVALID): the change is under way.
+    /// Take a new view and retry; once the change is published the gfn is
+    /// in the slot's new place, or a hole.
+    Changing,
+    /// No slot: a hole in guest physical memory.
+    Unmapped,
 }
 
 /// The reader's cache generation when no view may fill the cache: above any

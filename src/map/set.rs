@@ -55,6 +55,16 @@ impl Set {
         (slot.contains(gfn) & !slot.is_invalid()).then_some(slot)
     }
 
+    /// The slot holding `gfn`, INVALID or not: for telling a hole from a
+    /// slot being deleted or moved, off the lookup's path.
+    pub(crate) fn containing(&self, gfn: Gfn) -> Option<&Slot> {
+        let (_, ptr) = self.by_gfn.floor(gfn)?;
+        // SAFETY: a set holds only live slots (invariant 6).
+        let slot = unsafe { ptr.get() };
+        slot.touch();
+        slot.contains(gfn).then_some(slot)
+    }
+
     /// The walks an edit makes in this set to change a slot's first gfn
     /// from `gfns[0]` to `gfns[1]` and its entry at host address `hva` with
     /// id `id`, to be loaded ahead by `warm`.

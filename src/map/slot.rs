@@ -176,8 +176,13 @@ impl Slot {
         (offset < self.region.npages).then(|| self.region.hva + (offset << PAGE_SHIFT))
     }
 
+    /// Whether the slot is the INVALID copy published while it is being
+    /// deleted or moved. No lookup returns such a slot;
+    /// [`View::slots_in_hva_range`](crate::View::slots_in_hva_range) does,
+    /// as KVM's walk of host ranges does, because the old host range stays
+    /// mapped to the guest until the change's flush.
     #[inline(always)]
-    pub(crate) fn is_invalid(&self) -> bool {
+    pub fn is_invalid(&self) -> bool {
         self.invalid
     }
 }
