@@ -13,8 +13,13 @@
 //!    create; within a kind, by slot key, except that a move comes after the
 //!    moves that free the range it moves into, so that a backend applying
 //!    the changes one at a time (KVM) never sees two slots overlap. Moves
-//!    that trade places in a cycle keep key order: no such order exists for
-//!    them. If `prepare` refuses a change, the
+//!    that trade places in a cycle (two slots swapping guest addresses) have
+//!    no such order: one move of each cycle comes as a delete where the
+//!    cycle is reached and a create after all other moves, as the ioctls a
+//!    VMM would make; it is a slot whose dirty log does not go across where
+//!    the cycle has one (`LOG_DIRTY_PAGES` missing on either side), so a
+//!    kernel keeps the log of every slot it can. If `prepare` refuses a
+//!    change, the
 //!    writer calls [`Backend::abort`] for every change already prepared in
 //!    this call, in reverse order, publishes nothing, and returns
 //!    [`Error::Backend`](crate::Error::Backend).

@@ -222,7 +222,7 @@ impl Memslots {
     /// let slots = Memslots::new(Config::default())?;
     /// let writer = slots.writer_with(Count(0))?;
     /// // A second writer is refused, and the backend comes back with the error.
-    /// let refused = slots.writer_with(Count(7)).unwrap_err();
+    /// let refused = slots.writer_with(Count(7)).err().expect("one writer at a time");
     /// assert_eq!((refused.error, refused.backend.0), (Error::WriterBusy, 7));
     /// # drop(writer);
     /// # Ok::<(), Error>(())

@@ -5,14 +5,16 @@
 use alloc::collections::BTreeSet;
 use alloc::vec::Vec;
 
-use crate::vocab::{Change, SlotChange};
+use crate::vocab::{Change, Flags, SlotChange};
 
 /// Sorts `changes` (with the index of the batch operation behind each):
 /// deletes, then moves, then flag changes, then creates; within a kind by
 /// key, except that a move comes after the moves that free the range it
 /// moves into. Moves that free each other's ranges in a cycle (two slots
-/// trading places) keep key order: no one-at-a-time order can do them.
-pub(crate) fn backend_order(changes: &mut [(SlotChange, usize)]) {
+/// trading places) have no such order: one move of each cycle is split into
+/// a delete, where the cycle is reached, and a create after the other moves
+/// (see [`order_moves`]).
+pub(crate) fn backend_order(changes: &mut Vec<(SlotChange, usize)>) {
     // A single change (most calls) needs no order, nor the cold code below.
     if changes.len() < 2 {
         return;
@@ -20,7 +22,8 @@ pub(crate) fn backend_order(changes: &mut [(SlotChange, usize)]) {
     changes.sort_by_key(|(change, _)| (kind_rank(change.kind()), change.key));
     let first = changes.partition_point(|(c, _)| kind_rank(c.kind()) < kind_rank(Change::Moved));
     let end = changes.partition_point(|(c, _)| kind_rank(c.kind()) <= kind_rank(Change::Moved));
-    order_moves(&mut changes[first..end]);
+    let moves = order_moves(&changes[first..end]);
+    changes.splice(first..end, moves);
 }
 
 /// Backend order of the kinds: removals before insertions.
@@ -37,7 +40,13 @@ fn kind_rank(kind: Change) -> u8 {
 /// old range overlaps its new one: a topological sort, smallest key first
 /// among the moves that are ready, in O(k log k) for k moves plus the
 /// overlaps (at most 2k, as both the old and the new ranges are disjoint).
-fn order_moves(moves: &mut [(SlotChange, usize)]) {
+///
+/// When only moves in cycles are left, one of them is split: its delete
+/// frees its old range at once, and its create comes after every move. The
+/// split move is one whose dirty log does not go across (its old or new
+/// flags lack `LOG_DIRTY_PAGES`) where the cycle has one, so that a kernel
+/// keeps the log of every slot it can; the smallest key otherwise.
+fn order_moves(moves: &[(SlotChange, usize)]) -> Vec<(SlotChange, usize)> {
     let k = moves.len();
     let range = |i: usize, old: bool| {
         let (key, region) = (moves[i].0.key, if old { moves[i].0.old } else { moves[i].0.new });
@@ -66,23 +75,43 @@ fn order_moves(moves: &mut [(SlotChange, usize)]) {
             }
         }
     }
+    let keeps_log = |i: usize| {
+        let change = &moves[i].0;
+        [change.old, change.new].iter().flatten().all(|r| r.flags.contains(Flags::LOG_DIRTY_PAGES))
+    };
     let mut ready: BTreeSet<usize> = (0..k).filter(|&i| waits_for[i] == 0).collect();
-    let mut sorted = Vec::with_capacity(k);
-    while let Some(m) = ready.pop_first() {
-        sorted.push(m);
+    let mut done = alloc::vec![false; k];
+    let (mut sorted, mut split, mut finished) = (Vec::with_capacity(k + 1), Vec::new(), 0);
+    let free_range = |m: usize, waits_for: &mut [usize], ready: &mut BTreeSet<usize>| {
         for &n in &frees[m] {
             waits_for[n] -= 1;
             if waits_for[n] == 0 {
                 ready.insert(n);
             }
         }
+    };
+    while finished < k {
+        if let Some(m) = ready.pop_first() {
+            // A split move may become ready later: it is done already.
+            if !done[m] {
+                (done[m], finished) = (true, finished + 1);
+                sorted.push(moves[m]);
+                free_range(m, &mut waits_for, &mut ready);
+            }
+            continue;
+        }
+        // Only cycles are left: split one move.
+        let left = || (0..k).filter(|&i| !done[i]);
+        let m = left().find(|&i| !keeps_log(i)).or_else(|| left().next());
+        let m = m.unwrap_or_else(|| unreachable!("a move is left"));
+        (done[m], finished) = (true, finished + 1);
+        let (change, index) = moves[m];
+        sorted.push((SlotChange { new: None, ..change }, index));
+        split.push((SlotChange { old: None, ..change }, index));
+        free_range(m, &mut waits_for, &mut ready);
     }
-    // Cycles: what is left, in key order.
-    sorted.extend((0..k).filter(|&i| waits_for[i] != 0));
-    let before: Vec<(SlotChange, usize)> = moves.to_vec();
-    for (slot, i) in moves.iter_mut().zip(sorted) {
-        *slot = before[i];
-    }
+    sorted.extend(split);
+    sorted
 }
 
 #[cfg(test)]
@@ -102,21 +131,76 @@ mod tests {
     #[test]
     fn a_move_waits_for_the_move_that_frees_its_target() {
         // 1 moves into 2's range, 2 into 3's, 3 to free space: 3, 2, 1.
-        let mut chain = [moved(1, 0, 10), moved(2, 10, 20), moved(3, 20, 30)];
+        let mut chain = vec![moved(1, 0, 10), moved(2, 10, 20), moved(3, 20, 30)];
         backend_order(&mut chain);
         assert_eq!(ids(&chain), [3, 2, 1]);
         // A move overlapping two freed ranges waits for both; among the
         // ready moves the smallest key goes first.
-        let mut fan = [moved(1, 0, 12), moved(2, 10, 100), moved(3, 14, 200), moved(4, 50, 60)];
+        let mut fan = vec![moved(1, 0, 12), moved(2, 10, 100), moved(3, 14, 200), moved(4, 50, 60)];
         backend_order(&mut fan);
         assert_eq!(ids(&fan), [2, 3, 1, 4]);
     }
 
+    /// Applies `changes` one at a time to the slots `before` and checks
+    /// that no two slots overlap at any step and that the end is `after`.
+    fn apply_one_at_a_time(before: &[(SlotChange, usize)], changes: &[(SlotChange, usize)]) {
+        let mut now: Vec<Region> = before.iter().filter_map(|(c, _)| c.old).collect();
+        for (change, _) in changes {
+            if let Some(old) = change.old {
+                now.retain(|r| r.key() != old.key());
+            }
+            if let Some(new) = change.new {
+                let clash = now
+                    .iter()
+                    .find(|r| r.as_id == new.as_id && r.base_gfn < new.end_gfn() && new.base_gfn < r.end_gfn());
+                assert!(clash.is_none(), "{new:?} overlaps {clash:?} in {changes:?}");
+                now.push(new);
+            }
+        }
+        let mut want: Vec<Region> = before.iter().filter_map(|(c, _)| c.new).collect();
+        now.sort_by_key(Region::key);
+        want.sort_by_key(Region::key);
+        assert_eq!(now, want);
+    }
+
+    fn kinds(changes: &[(SlotChange, usize)]) -> Vec<(u16, Change)> {
+        changes.iter().map(|(c, _)| (c.key.id, c.kind())).collect()
+    }
+
     #[test]
-    fn a_cycle_keeps_key_order_after_the_rest() {
-        let mut swap = [moved(1, 0, 10), moved(2, 10, 0), moved(3, 40, 50)];
-        backend_order(&mut swap);
-        assert_eq!(ids(&swap), [3, 1, 2]);
+    fn a_cycle_is_split_into_a_delete_and_a_later_create() {
+        // Slots 1 and 2 trade places; 3 moves to free space.
+        let swap = [moved(1, 0, 10), moved(2, 10, 0), moved(3, 40, 50)];
+        let mut ordered = swap.to_vec();
+        backend_order(&mut ordered);
+        let (m, d, c) = (Change::Moved, Change::Deleted, Change::Created);
+        assert_eq!(kinds(&ordered), [(3, m), (1, d), (2, m), (1, c)]);
+        apply_one_at_a_time(&swap, &ordered);
+        // A cycle of three, and two cycles at once, after plain deletes.
+        let three = [moved(1, 0, 10), moved(2, 10, 20), moved(3, 20, 0)];
+        let two_cycles = [moved(1, 0, 10), moved(2, 10, 0), moved(3, 20, 30), moved(4, 30, 20)];
+        for (moves, cycles) in [(&three[..], 1), (&two_cycles[..], 2)] {
+            let mut ordered = moves.to_vec();
+            backend_order(&mut ordered);
+            assert_eq!(ordered.len(), moves.len() + cycles, "one split per cycle: {ordered:?}");
+            apply_one_at_a_time(moves, &ordered);
+        }
+    }
+
+    #[test]
+    fn a_split_prefers_a_slot_whose_dirty_log_does_not_go_across() {
+        let logging = |(mut change, index): (SlotChange, usize)| {
+            for r in [&mut change.old, &mut change.new].into_iter().flatten() {
+                r.flags = Flags::LOG_DIRTY_PAGES;
+            }
+            (change, index)
+        };
+        // Slot 1 logs on both sides, slot 2 does not: slot 2 is split.
+        let swap = [logging(moved(1, 0, 10)), moved(2, 10, 0)];
+        let mut ordered = swap.to_vec();
+        backend_order(&mut ordered);
+        assert_eq!(kinds(&ordered), [(2, Change::Deleted), (1, Change::Moved), (2, Change::Created)]);
+        apply_one_at_a_time(&swap, &ordered);
     }
 
     #[test]
@@ -126,7 +210,7 @@ mod tests {
         for r in [&mut a.0.old, &mut a.0.new].into_iter().flatten() {
             r.as_id = 1;
         }
-        let mut both = [a, b];
+        let mut both = vec![a, b];
         backend_order(&mut both);
         assert_eq!(ids(&both), [1, 2]);
     }
