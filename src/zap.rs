@@ -181,23 +181,27 @@ impl<W: Wait> ZapBinner<W> {
             state.bins.add(gfns);
             state.passes_started + 1
         });
-        wait_until(&self.wait, None, || {
-            // Acquire: pairs with the Release store of `passes_done` that
-            // ends a pass (`drain`), so the zap happens before this call
-            // returns.
-            if self.passes_done.load(Ordering::Acquire) >= pass {
-                return true;
-            }
-            // Acquire: pairs with the Release store of `zapping` that ends
-            // the previous zapper's pass (`Pass::drop`), ordering passes one
-            // after another.
-            if self.zapping.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok() {
-                self.drain(&mut zap);
-                // Acquire: as above.
-                return self.passes_done.load(Ordering::Acquire) >= pass;
-            }
-            false
-        });
+        wait_until(
+            &self.wait,
+            || None,
+            || {
+                // Acquire: pairs with the Release store of `passes_done` that
+                // ends a pass (`drain`), so the zap happens before this call
+                // returns.
+                if self.passes_done.load(Ordering::Acquire) >= pass {
+                    return true;
+                }
+                // Acquire: pairs with the Release store of `zapping` that ends
+                // the previous zapper's pass (`Pass::drop`), ordering passes one
+                // after another.
+                if self.zapping.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+                    self.drain(&mut zap);
+                    // Acquire: as above.
+                    return self.passes_done.load(Ordering::Acquire) >= pass;
+                }
+                false
+            },
+        );
     }
 
     /// Passes run so far (a pass drains the bins and zaps every entry).
@@ -228,10 +232,14 @@ impl<W: Wait> ZapBinner<W> {
     }
 
     fn with_state<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
-        wait_until(&self.wait, None, || {
-            // Acquire: pairs with the Release store that unlocks, below.
-            self.locked.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok()
-        });
+        wait_until(
+            &self.wait,
+            || None,
+            || {
+                // Acquire: pairs with the Release store that unlocks, below.
+                self.locked.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok()
+            },
+        );
         let state = self.state.get_mut();
         // SAFETY: the spin lock is held; the reference ends with `f`.
         let result = f(unsafe { state.deref() });

@@ -16,7 +16,7 @@ use memslots::{
 #[derive(Default)]
 struct Log {
     pauses: AtomicU64,
-    stalls: Mutex<Vec<(Option<u32>, u32)>>,
+    stalls: Mutex<Vec<(Option<u64>, u32)>>,
     /// Set when `stalled` names `watched`.
     watched_stalled: AtomicBool,
     /// The reader id (+ 1) whose stall sets `watched_stalled`; 0 watches
@@ -42,7 +42,7 @@ impl Wait for Recorder {
     fn stalled(&self, stall: &Stall) {
         self.0.stalls.lock().unwrap().push((stall.reader, stall.steps));
         let watched = self.0.watched.load(SeqCst);
-        if stall.reader.map_or(0, |id| u64::from(id) + 1) == watched {
+        if stall.reader.map_or(0, |id| id + 1) == watched {
             self.0.watched_stalled.store(true, SeqCst);
         }
     }
@@ -58,7 +58,7 @@ fn wait_for(what: &str, cond: impl Fn() -> bool) {
 }
 
 /// The stalls are reported at `STALL_STEPS` and at each doubling after.
-fn check_stall_steps(stalls: &[(Option<u32>, u32)]) {
+fn check_stall_steps(stalls: &[(Option<u64>, u32)]) {
     assert!(!stalls.is_empty());
     for (i, &(_, steps)) in stalls.iter().enumerate() {
         assert_eq!(u64::from(steps), u64::from(STALL_STEPS) << i, "stall {i} of {stalls:?}");
@@ -78,11 +78,16 @@ fn a_stalled_writer_names_the_reader_it_waits_for() {
     // Nobody held the writer up: no stall so far.
     assert!(log.stalls.lock().unwrap().is_empty());
 
-    // Another reader, idle, must not be named.
+    // Another reader, idle, must not be named; nor a reader that is gone,
+    // whose epoch word the next reader reuses: ids are never reused.
     let _idle = slots.device_reader();
+    let gone = slots.device_reader();
+    let gone_id = gone.id();
+    drop(gone);
     let reader = slots.device_reader();
     let id = reader.id();
-    log.watched.store(u64::from(id) + 1, SeqCst);
+    assert_ne!(id, gone_id, "a new reader took the id of one that is gone");
+    log.watched.store(id + 1, SeqCst);
     let pinned = AtomicBool::new(false);
     let (change, held_until) = thread::scope(|s| {
         let (log, pinned) = (&log, &pinned);

@@ -233,7 +233,8 @@ fn model7_register_and_drop_during_grace_period() {
                 let first = look(&view, &mut last);
                 let reused = slots.reader();
                 let pushed = slots.device_reader();
-                assert_eq!((reused.id(), pushed.id()), (1, 2), "model: entry reuse");
+                assert_eq!((reused.loom_entry_index(), pushed.loom_entry_index()), (1, 2), "model: entry reuse");
+                assert!(reused.id() > 1 && pushed.id() > 1 && reused.id() != pushed.id(), "model: ids are new");
                 let a = reused.pin();
                 let b = pushed.pin();
                 let seen_a = look(&a, &mut last);
@@ -241,9 +242,11 @@ fn model7_register_and_drop_during_grace_period() {
                 drop(view);
                 assert_eq!(look(&a, &mut 0), seen_a, "model: a view changed");
                 drop(a);
+                let reused_id = reused.id();
                 drop(reused);
                 let again = slots.reader();
-                assert_eq!(again.id(), 1, "model: entry reuse");
+                assert_eq!(again.loom_entry_index(), 1, "model: entry reuse");
+                assert_ne!(again.id(), reused_id, "model: a reused entry gets a new id");
                 look(&again.pin(), &mut last);
                 assert_eq!(look(&b, &mut 0), seen_b, "model: a view changed");
                 assert!(first == BEFORE || seen_b == AFTER, "model: a later view went back");

@@ -34,17 +34,18 @@ pub const STALL_STEPS: u32 = 1 << 16;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stall {
-    /// The reader the writer waits for ([`Reader::id`]), or `None` for a
+    /// The reader the writer waits for ([`Reader::id`]: unique for the
+    /// map's life, never reused after the reader drops), or `None` for a
     /// vCPU waiting for another vCPU's zap.
     ///
     /// [`Reader::id`]: crate::Reader::id
-    pub reader: Option<u32>,
+    pub reader: Option<u64>,
     /// Steps taken so far in this wait.
     pub steps: u32,
 }
 
 impl Stall {
-    pub(crate) fn new(reader: Option<u32>, steps: u32) -> Stall {
+    pub(crate) fn new(reader: Option<u64>, steps: u32) -> Stall {
         Stall { reader, steps }
     }
 
@@ -77,8 +78,12 @@ impl Wait for SpinThenYield {
 }
 
 /// Waits for `done`, pausing with `wait` and reporting stalls on behalf of
-/// `reader`.
-pub(crate) fn wait_until(wait: &(impl Wait + ?Sized), reader: Option<u32>, mut done: impl FnMut() -> bool) {
+/// the reader `reader` names when the stall is reported.
+pub(crate) fn wait_until(
+    wait: &(impl Wait + ?Sized),
+    reader: impl Fn() -> Option<u64>,
+    mut done: impl FnMut() -> bool,
+) {
     let mut step = 0u32;
     while !done() {
         if !model_yield() {
@@ -86,7 +91,7 @@ pub(crate) fn wait_until(wait: &(impl Wait + ?Sized), reader: Option<u32>, mut d
         }
         step = step.saturating_add(1);
         if Stall::due(step) {
-            wait.stalled(&Stall::new(reader, step));
+            wait.stalled(&Stall::new(reader(), step));
         }
     }
 }

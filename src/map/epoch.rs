@@ -43,16 +43,28 @@ pub(crate) struct Entry {
     owner: AtomicUsize,
     /// Whether a reader handle owns the entry.
     claimed: AtomicBool,
-    /// A number naming the reader in stall reports; fixed.
-    id: u32,
+    /// The id of the reader that owns the entry ([`crate::Reader::id`]):
+    /// set when a reader claims it, never given to another reader.
+    reader: AtomicU64,
+    /// The entry's place in the list, counting from 0; fixed.
+    index: u32,
     /// The next entry; fixed once the entry is in the list.
     next: *const CachePadded<Entry>,
 }
 
 impl Entry {
-    /// The reader's number, for [`crate::Stall`].
-    pub(crate) fn id(&self) -> u32 {
-        self.id
+    /// The id of the reader that owns the entry, for [`crate::Stall`].
+    pub(crate) fn reader(&self) -> u64 {
+        // Relaxed: stored when the entry was claimed, before the owner
+        // published any state; a writer reads it after its Acquire load of
+        // the state, so it sees the id of the reader whose view it waits for
+        // or of a later owner.
+        self.reader.load(Ordering::Relaxed)
+    }
+
+    /// The entry's place in the list (entries are reused).
+    pub(crate) fn index(&self) -> u32 {
+        self.index
     }
 }
 
@@ -78,8 +90,10 @@ pub(crate) struct Epochs {
     epoch: CachePadded<AtomicU64>,
     /// The newest entry; entries are never removed before `Epochs` drops.
     head: AtomicPtr<CachePadded<Entry>>,
-    /// Entries allocated so far; the next entry's id.
+    /// Entries allocated so far; the next entry's index.
     entries: AtomicUsize,
+    /// Readers registered so far; the next reader's id. A u64 never wraps.
+    registrations: AtomicU64,
     /// Not a loom atomic: set before the model's threads start, it configures
     /// the test and is not part of the protocol.
     #[cfg(loom)]
@@ -96,6 +110,7 @@ impl Epochs {
             epoch: CachePadded::new(AtomicU64::new(1)),
             head: AtomicPtr::new(ptr::null_mut()),
             entries: AtomicUsize::new(0),
+            registrations: AtomicU64::new(0),
             #[cfg(loom)]
             fault: std::sync::Mutex::new(None),
         }
@@ -122,6 +137,13 @@ impl Epochs {
     /// Called when a reader handle is made, never on the read path.
     pub(crate) fn register(&self) -> NonNull<Entry> {
         let entry = self.claim();
+        // Relaxed: only names the reader (see `Entry::reader`).
+        let id = self.registrations.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: `claim` returns an entry of this list, and entries live
+        // until `Epochs` drops (invariant 8).
+        let claimed = unsafe { entry.as_ref() };
+        // Relaxed: see `Entry::reader`; published with the entry's state.
+        claimed.reader.store(id, Ordering::Relaxed);
         // SeqCst: pairs with the writer's fence in `synchronize`. The entry
         // was pushed before this fence (by this thread, or by another before
         // this thread found it), so a writer whose walk of the list misses it
@@ -142,12 +164,13 @@ impl Epochs {
             }
         }
         // Relaxed: only numbers the entry.
-        let id = self.entries.fetch_add(1, Ordering::Relaxed) as u32;
+        let index = self.entries.fetch_add(1, Ordering::Relaxed) as u32;
         let entry = Entry {
             state: AtomicU64::new(IDLE),
             owner: AtomicUsize::new(0),
             claimed: AtomicBool::new(true),
-            id,
+            reader: AtomicU64::new(0),
+            index,
             next: ptr::null(),
         };
         let new = Box::into_raw(Box::new(CachePadded::new(entry)));
@@ -261,21 +284,25 @@ impl Epochs {
         }
         let me = thread_token();
         for entry in self.iter() {
-            wait_until(wait, Some(entry.id), || {
-                // Acquire: pairs with the Release stores in `publish` and
-                // `leave`, so the reader's accesses to the old set happen
-                // before the writer's next edit.
-                let state = entry.state.load(Ordering::Acquire);
-                if state == IDLE || state == next {
-                    return true;
-                }
-                // Relaxed: written before the state just read (Acquire).
-                assert!(
-                    me == 0 || entry.owner.load(Ordering::Relaxed) != me,
-                    "memslots: the writer waits for a view held on its own thread; drop it first"
-                );
-                false
-            });
+            wait_until(
+                wait,
+                || Some(entry.reader()),
+                || {
+                    // Acquire: pairs with the Release stores in `publish` and
+                    // `leave`, so the reader's accesses to the old set happen
+                    // before the writer's next edit.
+                    let state = entry.state.load(Ordering::Acquire);
+                    if state == IDLE || state == next {
+                        return true;
+                    }
+                    // Relaxed: written before the state just read (Acquire).
+                    assert!(
+                        me == 0 || entry.owner.load(Ordering::Relaxed) != me,
+                        "memslots: the writer waits for a view held on its own thread; drop it first"
+                    );
+                    false
+                },
+            );
         }
     }
 

@@ -269,6 +269,13 @@ impl Memslots {
         self.inner.slot_objects.load(Ordering::Relaxed)
     }
 
+    /// Epoch words allocated for readers (one per reader alive at once, at
+    /// most): a dropped reader's word is reused by the next reader made, and
+    /// all are freed with the map.
+    pub fn reader_words(&self) -> usize {
+        self.inner.epochs.entries()
+    }
+
     /// Pages in all slots of all address spaces.
     pub fn total_pages(&self) -> u64 {
         // Relaxed: a statistic.

@@ -101,9 +101,20 @@ impl Reader {
         View::new(Pin { reader: self })
     }
 
-    /// The number naming this reader in [`Stall`](crate::Stall) reports.
-    pub fn id(&self) -> u32 {
-        self.entry().id()
+    /// The number naming this reader in [`Stall`](crate::Stall) reports:
+    /// unique among the readers of this map for its whole life, never given
+    /// to another reader, so a VMM that maps ids to vCPUs never kicks the
+    /// wrong one.
+    pub fn id(&self) -> u64 {
+        self.entry().reader()
+    }
+
+    /// The place of this reader's epoch word in the map's list, which a
+    /// later reader reuses once this one drops. Only under `--cfg loom`.
+    #[cfg(loom)]
+    #[doc(hidden)]
+    pub fn loom_entry_index(&self) -> u32 {
+        self.entry().index()
     }
 
     /// The address space lookups use.
@@ -159,6 +170,7 @@ impl fmt::Debug for Reader {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Reader")
             .field("id", &self.id())
+            .field("entry", &self.entry().index())
             .field("kind", &if self.is_vcpu() { "vcpu" } else { "device" })
             .field("address_space", &self.as_id)
             .field("views", &self.views.get())
