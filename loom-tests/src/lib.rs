@@ -16,7 +16,7 @@
 //! | `tests/slots.rs` | 1 swap, grace period, catch-up; 2 DELETE/MOVE through INVALID; 3 the set's last-used cache; 4 the per-vCPU cache and the generation; 11 an atomic batch (negative control: published operation by operation) |
 //! | `tests/zap.rs` | 5 the zap binner |
 //! | `tests/grace.rs` | 6 the grace-period protocol (epoch words, fences); 7 readers registering and dropping during a grace period; 8 a reader moving between threads; 9 `repin` in a loop; 10 nested views |
-//! | `tests/dirty.rs` | 12 dirty-bit marking against the harvest's swaps (negative control: a load-then-store clear) |
+//! | `tests/dirty.rs` | 12 dirty-bit marking against the harvest's swaps (negative control: a load-then-store clear); 13 the bit carries the write: a copy after taking a bit sees the write behind it (negative control: Relaxed marks and takes) |
 //!
 //! Each model states its preemption bound next to it: an unbounded model of
 //! the spin-waits does not finish. `--nocapture` shows, per model, how many

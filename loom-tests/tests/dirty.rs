@@ -1,4 +1,4 @@
-//! Model 12: the dirty bitmap (`src/memory/dirty.rs`). Marking is a
+//! Models 12 and 13: the dirty bitmap (`src/memory/dirty.rs`). Marking is a
 //! `fetch_or` of one word; harvesting swaps each word with zero. A marker
 //! thread marks pages while a harvester takes the bitmap twice; a final take
 //! after both threads are done must leave every page marked once reported
@@ -10,6 +10,8 @@
 //! must find that interleaving.
 #![cfg(loom)]
 
+use loom::sync::atomic::AtomicU64;
+use loom::sync::atomic::Ordering::Relaxed;
 use loom::sync::Arc;
 use loom::thread;
 use loom_tests::{check, negative_control};
@@ -110,4 +112,69 @@ fn model12_dirty_harvest_two_markers() {
 #[test]
 fn model12_negative_control_load_then_store() {
     negative_control("model12_negative_control_load_then_store", 8, || harvest(ONE_MARKER, Take::LoadThenStore));
+}
+
+/// How model 13 marks and harvests.
+#[derive(Clone, Copy)]
+enum Orders {
+    /// `mark` (Release) and `take` (Acquire).
+    Paired,
+    /// Relaxed on both sides: the bit does not carry the write.
+    Relaxed,
+}
+
+/// Model 13: the bit carries the write. A guest-memory writer stores a new
+/// value in a page (a Relaxed atomic, as the crate's volatile copies are:
+/// no ordering of their own) and then marks the page; the harvester takes
+/// the bitmap and, for a page it took, copies the page. A copy made after
+/// taking the bit must see the value written before the mark (or a newer
+/// one): else the destination keeps the old page and the next round has no
+/// bit for it, a lost dirty page. After both are done a final take and copy
+/// must leave the destination equal to the source.
+fn write_then_harvest(orders: Orders) {
+    let log = Arc::new(LoomDirtyBitmap::new(1));
+    let page = Arc::new(AtomicU64::new(0));
+    let writer = {
+        let (log, page) = (log.clone(), page.clone());
+        thread::spawn(move || {
+            for value in 1..=2 {
+                page.store(value, Relaxed);
+                match orders {
+                    Orders::Paired => log.mark(0, 1),
+                    Orders::Relaxed => log.mark_relaxed(0, 1),
+                }
+            }
+        })
+    };
+    let take = |log: &LoomDirtyBitmap| match orders {
+        Orders::Paired => log.take(),
+        Orders::Relaxed => log.take_relaxed(),
+    };
+    let mut destination = 0;
+    let mut marked_before = 0;
+    if take(&log)[0] & 1 == 1 {
+        destination = page.load(Relaxed);
+        // The bit was set after value 1 at least was written.
+        marked_before = 1;
+    }
+    assert!(destination >= marked_before, "model: a copy after taking the bit missed the write behind it");
+    writer.join().unwrap();
+    if take(&log)[0] & 1 == 1 {
+        destination = page.load(Relaxed);
+    }
+    assert_eq!(destination, 2, "model: the destination lost the last write");
+}
+
+/// Model 13: a write, its mark, and the harvest's take and copy. Preemption
+/// bound 4.
+#[test]
+fn model13_the_bit_carries_the_write() {
+    check(4, || write_then_harvest(Orders::Paired));
+}
+
+/// Negative control: with Relaxed marks and takes, the harvester can take
+/// the bit and copy the page as it was before the write behind it.
+#[test]
+fn model13_negative_control_relaxed() {
+    negative_control("model13_negative_control_relaxed", 4, || write_then_harvest(Orders::Relaxed));
 }

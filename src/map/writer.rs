@@ -161,9 +161,11 @@ impl<B: Backend> Writer<B> {
         self.with_dirty_log(key, |log| log.take())
     }
 
-    /// The dirty pages of a slot without clearing them, for a VMM that
-    /// clears with [`Writer::clear_dirty_log`] after it has copied the pages
-    /// (KVM's manual dirty-log protection).
+    /// The dirty pages of a slot without clearing them, for KVM's manual
+    /// dirty-log protection: peek, then [`Writer::clear_dirty_log`] the
+    /// pages, then copy them. Copy after the clear, never before: a write
+    /// between a copy and the clear would be cleared without being copied;
+    /// a write after the clear marks the page again for the next round.
     ///
     /// # Errors
     /// As [`Writer::get_dirty_log`].

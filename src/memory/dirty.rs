@@ -3,6 +3,12 @@
 //! Marking is a `fetch_or` of one word; harvesting swaps each word with zero,
 //! so a bit set while the harvest runs lands either in this harvest or in the
 //! next, never in both and never nowhere.
+//!
+//! A bit also carries the write it marks: a writer marks after it wrote the
+//! page, with Release, and the harvester takes (or clears) the bit with
+//! Acquire before it copies the page, so a copy made after taking a bit sees
+//! at least the write that set it. A write after the take sets the bit again
+//! for the next round.
 
 use alloc::vec::Vec;
 use core::fmt;
@@ -26,18 +32,34 @@ impl DirtyBitmap {
         DirtyBitmap { words: (0..words).map(|_| AtomicU64::new(0)).collect(), pages }
     }
 
-    /// Marks pages `first..first + count` (clamped to the slot).
+    /// Marks pages `first..first + count` (clamped to the slot), after the
+    /// caller wrote them.
     #[inline]
     pub fn mark(&self, first: u64, count: u64) {
+        // Release: pairs with the Acquire of `take`, `peek` and `clear`, so
+        // a harvester that sees a bit also sees the write before it.
+        self.mark_with(first, count, Ordering::Release);
+    }
+
+    /// The mark the loom suite must catch: Relaxed, so a harvester may see
+    /// the bit and copy the page as it was before the write.
+    #[cfg(loom)]
+    #[doc(hidden)]
+    pub fn mark_relaxed(&self, first: u64, count: u64) {
+        self.mark_with(first, count, Ordering::Relaxed);
+    }
+
+    #[inline]
+    fn mark_with(&self, first: u64, count: u64, order: Ordering) {
         let end = first.saturating_add(count).min(self.pages);
         let mut page = first;
         while page < end {
             let (word, bit) = ((page / 64) as usize, page % 64);
             let run = (64 - bit).min(end - page);
             let mask = if run == 64 { u64::MAX } else { ((1u64 << run) - 1) << bit };
-            // Relaxed: the bit is the whole message; the harvest's swap
-            // (the same word's modification order) takes it exactly once.
-            self.words[word].fetch_or(mask, Ordering::Relaxed);
+            // `order`: see `mark`; the harvest's swap (the same word's
+            // modification order) takes the bit exactly once.
+            self.words[word].fetch_or(mask, order);
             page += run;
         }
     }
@@ -55,10 +77,24 @@ impl DirtyBitmap {
         self.mark(first, last - first + 1);
     }
 
-    /// Returns the bitmap and clears it, word by word.
+    /// Returns the bitmap and clears it, word by word; copy the pages after.
     pub fn take(&self) -> Vec<u64> {
-        // Relaxed: each word's swap is atomic with the marks of that word.
-        self.words.iter().map(|word| word.swap(0, Ordering::Relaxed)).collect()
+        // Acquire: pairs with the Release of `mark`, so the copies the
+        // caller makes next see the writes behind the bits; the swap is
+        // atomic with the marks of its word.
+        self.take_with(Ordering::Acquire)
+    }
+
+    /// The harvest the loom suite must catch: Relaxed, so the copy after it
+    /// may miss the write behind a bit it took.
+    #[cfg(loom)]
+    #[doc(hidden)]
+    pub fn take_relaxed(&self) -> Vec<u64> {
+        self.take_with(Ordering::Relaxed)
+    }
+
+    fn take_with(&self, order: Ordering) -> Vec<u64> {
+        self.words.iter().map(|word| word.swap(0, order)).collect()
     }
 
     /// The broken harvest the loom suite must catch: a load, then a store of
@@ -80,8 +116,8 @@ impl DirtyBitmap {
 
     /// Returns the bitmap without clearing it.
     pub(crate) fn peek(&self) -> Vec<u64> {
-        // Relaxed: a snapshot.
-        self.words.iter().map(|word| word.load(Ordering::Relaxed)).collect()
+        // Acquire: pairs with the Release of `mark`, as in `take`.
+        self.words.iter().map(|word| word.load(Ordering::Acquire)).collect()
     }
 
     /// Whether `page` is marked (false past the slot).
@@ -98,9 +134,11 @@ impl DirtyBitmap {
     pub(crate) fn clear(&self, first_page: u64, mask: &[u64]) {
         let first_word = (first_page / 64) as usize;
         for (word, bits) in self.words.iter().skip(first_word).zip(mask) {
-            // Relaxed: as in `take`; a bit set concurrently and not in the
-            // mask survives.
-            word.fetch_and(!bits, Ordering::Relaxed);
+            // Acquire: pairs with the Release of `mark`, so a copy made
+            // after the clear sees every write whose bit it cleared (copy
+            // after clearing, as with KVM's manual protection); a bit set
+            // concurrently and not in the mask survives.
+            word.fetch_and(!bits, Ordering::Acquire);
         }
     }
 
