@@ -33,7 +33,8 @@ struct Call {
 
 fuzz_target!(|input: Input| {
     // Up to three address spaces keep the state check quick; 0 is refused.
-    let config = Config::new(u16::from(input.address_spaces % 4), input.max_slots).with_max_total_pages(input.max_total_pages);
+    let config =
+        Config::new(u16::from(input.address_spaces % 4), input.max_slots).with_max_total_pages(input.max_total_pages);
     let slots = match Memslots::new(config) {
         Ok(slots) => slots,
         Err(e) => {
