@@ -103,7 +103,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let slots = Memslots::new(config)?;
     let gate = VcpuGate::new()?;
     let backend = KvmBackend::new(vm, config)?.with_gate(gate.clone());
-    let mut vcpu = Vcpu::new(backend.vm(), 0)?.with_gate(gate.clone());
+    let mut vcpu = Vcpu::new(backend.vm(), 0)?.with_gate(&gate)?;
     let mut writer = slots.writer_with(backend)?;
 
     // Boot slot and main RAM.
@@ -155,9 +155,9 @@ fn main() -> Result<(), Box<dyn Error>> {
     let scratch = manager.writer.backend_mut().guest_ram(PAGE_SIZE as usize)?;
     while started.elapsed() < Duration::from_secs(seconds) {
         // In between, a scratch slot below the guest's memory comes and
-        // goes every millisecond (the guest never reads it). Each change
-        // holds the vCPU out of KVM_RUN for a moment: changes back to back
-        // with no pause would starve it (a batch holds it once for many).
+        // goes every millisecond (the guest never reads it). A single
+        // change is one ioctl, which KVM applies atomically: it does not
+        // hold the vCPU (a batch of several holds it once).
         manager.writer.create_ram(SCRATCH_KEY, SCRATCH >> 12, Flags::empty(), scratch.clone())?;
         manager.writer.delete(SCRATCH_KEY)?;
         manager.changes += 2;
@@ -278,12 +278,12 @@ impl Manager {
     /// around the ioctl). A guest that was inside the window when it moved
     /// finishes that region on a hole (MMIO reads).
     fn move_window(&mut self, to: usize, dimm: bool) -> Result<(), Box<dyn Error>> {
-        self.gate.hold();
+        let held = self.gate.hold();
         let moved = self.writer.move_to(WINDOW_KEY, WINDOW[to] >> 12);
         if moved.is_ok() {
             self.table(to, dimm);
         }
-        self.gate.release();
+        drop(held);
         moved?;
         self.changes += 1;
         self.moves += 1;
@@ -297,9 +297,9 @@ impl Manager {
         self.changes += 1;
         let sum = fill(&self.slots.device_reader().pin(), DIMM, 100 + u64::from(seed));
         self.expected.lock().unwrap().insert(DIMM, sum);
-        self.gate.hold();
+        let held = self.gate.hold();
         self.table(window_at, true);
-        self.gate.release();
+        drop(held);
         println!("vmm: plugged a {} MiB DIMM at {DIMM:#x}", DIMM_SIZE >> 20);
         Ok(())
     }
@@ -308,9 +308,9 @@ impl Manager {
     /// the pass that may still read it, then unplugs it: the guest never
     /// meets the hole.
     fn unplug_dimm(&mut self, window_at: usize) -> Result<(), Box<dyn Error>> {
-        self.gate.hold();
+        let held = self.gate.hold();
         self.table(window_at, false);
-        self.gate.release();
+        drop(held);
         let pass = self.seen.passes.load(Relaxed);
         while self.seen.passes.load(Relaxed) < pass + 2 {
             std::thread::sleep(Duration::from_micros(200));

@@ -3,6 +3,21 @@
 //! slots, with wait-free lookups for vCPU threads and atomic O(log n) updates
 //! by one memory-manager thread.
 //!
+//! "Wait-free" as the hardware allows it: a lookup under a view is loads and
+//! plain stores only, but taking a view is one atomic exchange (a SeqCst swap
+//! of the reader's own epoch word; [`View::repin`] makes one when the epoch
+//! has moved), and a write through a view marks a dirty log with one atomic
+//! `fetch_or` per bitmap word. On x86-64, and on AArch64 with the ARMv8.1 LSE
+//! atomics, each of these is a single instruction, so every read-side call
+//! finishes in a bounded number of its own steps: wait-free. On ARMv8.0
+//! without LSE, and on other load-linked/store-conditional architectures
+//! (32-bit Arm, POWER, MIPS), an atomic exchange is a retry loop that starts
+//! again whenever its store-conditional fails: lock-free, not wait-free.
+//! (Rust's `aarch64-unknown-linux-gnu` picks LSE at run time where the CPU
+//! has it; `aarch64-unknown-none` needs `-C target-feature=+lse`.) On every
+//! architecture the read side never takes a lock, never waits for the
+//! writer, and never calls the allocator.
+//!
 //! Each address space keeps two slot sets. Readers look up in the active set;
 //! the writer edits the inactive one, swaps, waits out a grace period (one
 //! epoch word per registered reader; readers never wait, never allocate) and
@@ -28,12 +43,24 @@
 //!
 //! # Threads and handles
 //!
-//! [`Memslots`] is `Send + Sync + Clone`. The one [`Writer`] is `Send` (a VMM
-//! keeps it in its memory manager). A [`Reader`] is `Send` but not `Sync`:
-//! build vCPU objects on one thread and move them to theirs. A [`View`]
-//! stays on the thread that took it; do not hold one across `KVM_RUN` or any
-//! blocking call, nor on the writer's thread. How the writer waits for views
-//! to end is a [`Wait`] strategy the embedder may choose.
+//! - [`Memslots`] is `Send + Sync + Clone`: every clone shares the map.
+//! - A [`Writer<B>`](Writer) is always `Send` (every [`Backend`] is `Send`),
+//!   and `Sync` exactly when its backend `B` is `Sync`. The default `Writer`
+//!   (with [`NoBackend`]) is both; a writer whose backend holds a `Cell` or
+//!   an `Rc` is `Send` only. A VMM keeps it in its memory manager; behind a
+//!   `Mutex` it can be shared whatever its backend, since a mutex needs only
+//!   `Send`. Its changes take `&mut self`.
+//! - A [`Reader`] is `Send` but not `Sync`: build vCPU objects on one thread
+//!   and move them to theirs.
+//! - A [`View`] is neither `Send` nor `Sync`: it stays on the thread that
+//!   took it. Do not hold one across `KVM_RUN` or any blocking call, nor on
+//!   the writer's thread.
+//! - [`Slot`], [`GpaCache`], [`GuestRam`], [`GuestRange`] and [`ZapBinner`]
+//!   are `Send + Sync`; so are the plain values ([`Config`], [`Region`],
+//!   [`UserMemoryRegion`], [`Error`], ...).
+//!
+//! How the writer waits for views to end is a [`Wait`] strategy the
+//! embedder may choose.
 //!
 //! # Guest memory
 //!
@@ -51,11 +78,14 @@
 //!
 //! # When host memory may be unmapped
 //!
-//! Once [`Writer::delete`] of a slot (or a [`Writer::move_to`] that leaves a
-//! host range unused) has returned, no reader can reach the slot through the
-//! map any more: the writer returns only after a grace period. From then on
-//! the VMM may unmap the host memory it registered for it. A host address a
-//! reader copied out of a view is the reader's own to stop using.
+//! Once the call that deletes a slot has returned ([`Writer::delete`], a
+//! [`Writer::set_region`] of size 0, or a [`Batch`] that deletes it), no
+//! reader can reach the slot through the map any more: the writer returns
+//! only after a grace period. From then on the VMM may unmap the host memory
+//! it registered for it. A [`Writer::move_to`] frees no host memory: the
+//! moved slot keeps its host address and only its guest address changes, so
+//! its host range stays in use. A host address a reader copied out of a view
+//! is the reader's own to stop using.
 //!
 //! # Layers
 //!
@@ -126,6 +156,8 @@ pub struct ReadmeDoctests;
 
 static_assertions::assert_impl_all!(Memslots: Send, Sync, Clone, core::fmt::Debug);
 static_assertions::assert_impl_all!(Writer: Send, Sync, core::fmt::Debug);
+static_assertions::assert_impl_all!(Writer<SendOnlyBackend>: Send);
+static_assertions::assert_not_impl_any!(Writer<SendOnlyBackend>: Sync);
 static_assertions::assert_impl_all!(Reader: Send, core::fmt::Debug);
 static_assertions::assert_not_impl_any!(Reader: Sync);
 static_assertions::assert_impl_all!(View<'static>: core::fmt::Debug);
@@ -136,3 +168,15 @@ static_assertions::assert_impl_all!(Config: Send, Sync, Copy, core::fmt::Debug);
 static_assertions::assert_impl_all!(Region: Send, Sync, Copy, core::fmt::Debug);
 static_assertions::assert_impl_all!(UserMemoryRegion: Send, Sync, Copy, core::fmt::Debug);
 static_assertions::assert_impl_all!(Error: Send, Sync, Copy, core::fmt::Debug, core::fmt::Display);
+static_assertions::assert_impl_all!(GpaCache: Send, Sync, core::fmt::Debug);
+#[cfg(feature = "std")]
+static_assertions::assert_impl_all!(GuestRam: Send, Sync, core::fmt::Debug);
+#[cfg(feature = "std")]
+static_assertions::assert_impl_all!(GuestRange: Send, Sync, core::fmt::Debug);
+
+/// A backend that is `Send` but not `Sync` (it holds a `Cell`), for the
+/// assertions above: the writer is `Sync` only with a `Sync` backend.
+#[allow(dead_code)]
+struct SendOnlyBackend(core::cell::Cell<u32>);
+
+impl Backend for SendOnlyBackend {}

@@ -30,6 +30,23 @@ pub const FULL_ZAP: Range<Gfn> = 0..GFN_LIMIT;
 const VARIABLE_ENTRIES: usize = 15;
 
 /// Ranges waiting to be zapped, merged, in 16 fixed entries.
+///
+/// ```
+/// use memslots::{ZapBins, FIXED_MTRR_GFNS, FULL_ZAP};
+///
+/// let mut bins = ZapBins::new();
+/// bins.add(0x1000..0x1100);
+/// bins.add(0x1100..0x1200); // adjacent: merged
+/// bins.add(0xc0..0xc8); // in the fixed-MTRR area: the whole area
+/// assert_eq!(bins.zaps().collect::<Vec<_>>(), [FIXED_MTRR_GFNS, 0x1000..0x1200]);
+///
+/// // Past the 15 other entries, the bins fall back to one full zap.
+/// for i in 0..16 {
+///     bins.add(0x10_0000 * (i + 1)..0x10_0000 * (i + 1) + 1);
+/// }
+/// assert!(bins.is_full());
+/// assert_eq!(bins.zaps().collect::<Vec<_>>(), [FULL_ZAP]);
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ZapBins {
     full: bool,
@@ -100,6 +117,28 @@ impl ZapBins {
 /// bounded update of the 16 entries (never across a zap), so an add never
 /// waits for a zap. Waiting uses the [`Wait`] strategy `W` and no OS
 /// primitive, so it works without `std`.
+///
+/// ```
+/// use std::sync::Mutex;
+/// use memslots::ZapBinner;
+///
+/// let binner = ZapBinner::new(); // one per VM
+/// let zapped = Mutex::new(Vec::new());
+/// std::thread::scope(|s| {
+///     for vcpu in 0..2_u64 {
+///         let (binner, zapped) = (&binner, &zapped);
+///         // Each vCPU returns once its range is zapped, by itself or by the other.
+///         s.spawn(move || {
+///             let gfns = 0x1000 * (vcpu + 1)..0x1000 * (vcpu + 1) + 0x10;
+///             binner.zap_or_wait(gfns, |r| zapped.lock().expect("no zap panicked").push(r));
+///         });
+///     }
+/// });
+/// let mut zapped = zapped.into_inner().expect("no zap panicked");
+/// zapped.sort_by_key(|r| r.start);
+/// assert_eq!(zapped, [0x1000..0x1010, 0x2000..0x2010]);
+/// assert!((1..=2).contains(&binner.passes())); // one pass may have served both
+/// ```
 pub struct ZapBinner<W: Wait = SpinThenYield> {
     locked: AtomicBool,
     state: UnsafeCell<State>,

@@ -130,6 +130,8 @@ fn key(id: u16) -> SlotKey {
 
 /// A VM with a long-mode vCPU, the code slot and the programs loaded.
 struct Guest {
+    /// The VM, shared with the backend: other VM ioctls need no writer.
+    vm: Arc<VmFd>,
     slots: Memslots,
     writer: Writer<KvmBackend>,
     vcpu: Vcpu,
@@ -148,13 +150,17 @@ impl Guest {
     }
 
     fn on(vm: VmFd, config: Config, quiesce: bool) -> Guest {
-        let slots = Memslots::new(config).unwrap();
-        let mut backend = KvmBackend::new(vm, config).expect("configuration within KVM's limits");
-        let mut vcpu = Vcpu::new(backend.vm(), 0).expect("KVM_CREATE_VCPU");
+        Guest::with_slots(vm, Memslots::new(config).unwrap(), quiesce)
+    }
+
+    fn with_slots(vm: VmFd, slots: Memslots, quiesce: bool) -> Guest {
+        let vm = Arc::new(vm);
+        let mut backend = KvmBackend::new(vm.clone(), slots.config()).expect("configuration within KVM's limits");
+        let mut vcpu = Vcpu::new(&vm, 0).expect("KVM_CREATE_VCPU");
         let gate = quiesce.then(|| VcpuGate::new().unwrap());
         if let Some(gate) = &gate {
             backend = backend.with_gate(gate.clone());
-            vcpu = vcpu.with_gate(gate.clone());
+            vcpu = vcpu.with_gate(gate).expect("registered with the gate");
         }
         let mut writer = slots.writer_with(backend).unwrap();
         let ram = writer.backend_mut().guest_ram(CODE_SIZE).unwrap();
@@ -165,7 +171,7 @@ impl Guest {
             Vcpu::load(&view, &GUEST, PROGRAMS).unwrap();
             vcpu.setup_long_mode(&view, CODE, PROGRAMS, STACK).unwrap();
         }
-        Guest { slots, writer, vcpu, gate }
+        Guest { vm, slots, writer, vcpu, gate }
     }
 
     /// Creates slot `id` of `pages` fresh pages at `gpa`, returns its RAM.
@@ -459,7 +465,7 @@ fn delete_and_recreate_while_running() {
 fn readonly_slot() {
     let Some(kvm) = kvm() else { return };
     let mut guest = Guest::new(&kvm, true);
-    if !guest.writer.backend().vm().check_extension(Cap::ReadonlyMem) {
+    if !guest.vm.check_extension(Cap::ReadonlyMem) {
         println!("readonly test skipped: no KVM_CAP_READONLY_MEM");
         return;
     }
@@ -531,6 +537,41 @@ fn dirty_log_guest_and_host() {
     let error = guest.writer.kvm_dirty_log(key(2)).unwrap_err();
     assert_eq!(error, Error::DirtyLogDisabled { key: key(2) });
     assert_eq!(error.errno(), libc::ENOENT);
+}
+
+/// Two logging slots trading places in one batch: one of them reaches the
+/// kernel as a delete and a create, whose kernel log starts empty. The pages
+/// the guest wrote before the batch are still reported, for both slots, and
+/// so are those it writes after.
+#[test]
+fn dirty_pages_survive_slots_trading_places() {
+    let Some(kvm) = kvm() else { return };
+    let mut guest = Guest::new(&kvm, true);
+    let (a, b, free) = (0x40_0000u64, 0x50_0000u64, 0x60_0000u64);
+    guest.slot(1, a, 4, Flags::LOG_DIRTY_PAGES);
+    guest.slot(2, b, 4, Flags::LOG_DIRTY_PAGES);
+    let run_writes = |guest: &mut Guest, writes: &[u64]| {
+        let mut list: Vec<u8> = writes.iter().flat_map(|a| a.to_le_bytes()).collect();
+        list.extend_from_slice(&[0; 8]);
+        guest.write(PARAMS, &list);
+        start(&mut guest.vcpu, DIRTY, a, PARAMS, 0);
+        assert_eq!(next_exit(&mut guest.vcpu), Exit::Hlt);
+    };
+    for id in [1, 2] {
+        guest.writer.kvm_dirty_log(key(id)).unwrap();
+    }
+    // The guest writes page 1 of slot 1 and page 2 of slot 2; nobody
+    // harvests before the slots trade places.
+    run_writes(&mut guest, &[a + PAGE_SIZE, b + 2 * PAGE_SIZE]);
+    let mut batch = guest.writer.batch();
+    batch.move_to(key(1), free >> 12).move_to(key(2), a >> 12).move_to(key(1), b >> 12);
+    assert_eq!(batch.commit().map_err(|e| e.error), Ok(vec![Change::Moved; 3]));
+    assert_eq!(guest.writer.kvm_dirty_log(key(1)).unwrap(), [1 << 1], "slot 1's page from before the trade");
+    assert_eq!(guest.writer.kvm_dirty_log(key(2)).unwrap(), [1 << 2], "slot 2's page from before the trade");
+    // And the kernel logs both at their new places.
+    run_writes(&mut guest, &[b + 3 * PAGE_SIZE, a]);
+    assert_eq!(guest.writer.kvm_dirty_log(key(1)).unwrap(), [1 << 3]);
+    assert_eq!(guest.writer.kvm_dirty_log(key(2)).unwrap(), [1 << 0]);
 }
 
 /// A dummy slot created and deleted at least 1000 times below the guest's
@@ -757,7 +798,7 @@ fn refused_batch_is_undone_in_the_kernel() {
     };
     // SAFETY: `foreign` outlives the VM's use of it: the slot is deleted
     // below before `foreign` drops.
-    unsafe { guest.writer.backend().vm().set_user_memory_region(raw).unwrap() };
+    unsafe { guest.vm.set_user_memory_region(raw).unwrap() };
     guest.slot(1, 0x40_0000, 1, Flags::empty());
     guest.slot(2, 0x50_0000, 1, Flags::empty());
     let before = guest.writer.backend().stats();
@@ -785,14 +826,7 @@ fn refused_batch_is_undone_in_the_kernel() {
     assert_eq!(next_exit(&mut guest.vcpu), Exit::MmioRead { addr: 0x30_0000, len: 4 });
     assert_eq!(next_exit(&mut guest.vcpu), Exit::MmioRead { addr: 0x60_0000, len: 4 });
     // SAFETY: deletes the foreign slot; no memory is handed over.
-    unsafe {
-        guest
-            .writer
-            .backend()
-            .vm()
-            .set_user_memory_region(kvm_userspace_memory_region { memory_size: 0, ..raw })
-            .unwrap()
-    };
+    unsafe { guest.vm.set_user_memory_region(kvm_userspace_memory_region { memory_size: 0, ..raw }).unwrap() };
 }
 
 /// The crate's errno for a bad request is the kernel's for the same request.
@@ -985,8 +1019,10 @@ fn slots_without_owned_memory_are_refused() {
 
 /// A batch whose moves chain (B leaves, A takes B's old place): the backend
 /// hears B's move first, whatever the keys, so the kernel takes both. Two
-/// slots trading places cannot be done one ioctl at a time: the kernel
-/// refuses (`EEXIST`) and both sides stay as they were.
+/// slots trading places cannot be done one move at a time: one of them
+/// reaches the kernel as a delete and a later create (the ioctls a VMM would
+/// make), which the kernel takes; the guest then reads each slot's memory at
+/// its new address.
 #[test]
 fn chained_moves_in_one_batch() {
     let Some(kvm) = kvm() else { return };
@@ -1004,12 +1040,345 @@ fn chained_moves_in_one_batch() {
     assert_eq!(next_exit(&mut guest.vcpu), Exit::IoOut { port: 0x10, size: 4, data: 0xaaaa_aaaa });
     assert_eq!(next_exit(&mut guest.vcpu), Exit::IoOut { port: 0x11, size: 4, data: 0xbbbb_bbbb });
     // Trading places (through a free range inside the batch): the net moves
-    // form a cycle, refused by the kernel, undone, nothing changed.
+    // form a cycle.
+    let ioctls = guest.writer.backend().stats().ioctls;
     let mut batch = guest.writer.batch();
     batch.move_to(key(2), 0x70_0000 >> 12).move_to(key(1), free >> 12).move_to(key(2), b >> 12);
-    let error = batch.commit().expect_err("no one-at-a-time order exists");
-    assert_eq!(error.error, Error::Backend { code: libc::EEXIST });
+    assert_eq!(batch.commit().map_err(|e| e.error), Ok(vec![Change::Moved; 3]));
+    assert_eq!(guest.writer.backend().stats().ioctls - ioctls, 3, "a move, a delete and a create");
     start(&mut guest.vcpu, PAIR, b, free, 0);
-    assert_eq!(next_exit(&mut guest.vcpu), Exit::IoOut { port: 0x10, size: 4, data: 0xaaaa_aaaa });
-    assert_eq!(next_exit(&mut guest.vcpu), Exit::IoOut { port: 0x11, size: 4, data: 0xbbbb_bbbb });
+    assert_eq!(next_exit(&mut guest.vcpu), Exit::IoOut { port: 0x10, size: 4, data: 0xbbbb_bbbb });
+    assert_eq!(next_exit(&mut guest.vcpu), Exit::IoOut { port: 0x11, size: 4, data: 0xaaaa_aaaa });
+}
+
+/// Runs the `pair` program on its own thread until `stop`, counting its
+/// iterations; a kick (`Interrupted`) is just run again.
+fn spin_pairs<'s>(
+    s: &'s std::thread::Scope<'s, '_>,
+    vcpu: &'s mut Vcpu,
+    stop: &'s AtomicBool,
+    iterations: &'s AtomicU64,
+) -> std::thread::ScopedJoinHandle<'s, ()> {
+    s.spawn(move || {
+        let deadline = Instant::now() + PATIENCE * 4;
+        while !stop.load(SeqCst) {
+            assert!(Instant::now() < deadline, "the vCPU loop ran too long");
+            match vcpu.run().expect("KVM_RUN") {
+                Exit::IoOut { port: 0x11, .. } => {
+                    iterations.fetch_add(1, SeqCst);
+                }
+                Exit::IoOut { port: 0x10, .. } | Exit::Interrupted => {}
+                other => panic!("unexpected exit {other:?}"),
+            }
+        }
+    })
+}
+
+/// Turning dirty logging on and off for several slots, one by one or in a
+/// batch, never holds the vCPUs (a flags change does not change what the
+/// guest sees), while the guest keeps running.
+#[test]
+fn dirty_logging_never_pauses_the_guest() {
+    let Some(kvm) = kvm() else { return };
+    let mut guest = Guest::new(&kvm, true);
+    for id in 1..=4u16 {
+        guest.slot(id, 0x40_0000 + u64::from(id) * 0x10_0000, 1, Flags::empty());
+    }
+    start(&mut guest.vcpu, PAIR, 0x50_0000, 0x60_0000, 0);
+    let gate = guest.gate.clone().unwrap();
+    let quiesces = guest.writer.backend().stats().quiesces;
+    let (stop, iterations) = (AtomicBool::new(false), AtomicU64::new(0));
+    let Guest { writer, vcpu, .. } = &mut guest;
+    std::thread::scope(|s| {
+        let observer = spin_pairs(s, vcpu, &stop, &iterations);
+        wait_for(&iterations, 5);
+        let before = gate.stats();
+        for flags in [Flags::LOG_DIRTY_PAGES, Flags::empty()] {
+            for id in 1..=4u16 {
+                assert_eq!(writer.set_flags(key(id), flags), Ok(Change::FlagsChanged));
+                wait_for(&iterations, 1);
+            }
+            let mut batch = writer.batch();
+            for id in 1..=4u16 {
+                batch.set_flags(key(id), flags ^ Flags::LOG_DIRTY_PAGES);
+            }
+            assert_eq!(batch.commit().map_err(|e| e.error), Ok(vec![Change::FlagsChanged; 4]));
+            wait_for(&iterations, 1);
+            let mut batch = writer.batch();
+            for id in 1..=4u16 {
+                batch.set_flags(key(id), flags);
+            }
+            batch.commit().unwrap();
+        }
+        let after = gate.stats();
+        stop.store(true, SeqCst);
+        observer.join().unwrap();
+        assert_eq!((after.holds, after.kicks), (before.holds, before.kicks), "no flags change held the vCPU");
+    });
+    assert_eq!(guest.writer.backend().stats().quiesces, quiesces);
+}
+
+/// A single create, move or delete is one ioctl, which KVM applies
+/// atomically: it does not hold the vCPU, and the guest keeps running. A
+/// batch of two such changes does hold it.
+#[test]
+fn single_change_does_not_pause_a_running_vcpu() {
+    let Some(kvm) = kvm() else { return };
+    let mut guest = Guest::new(&kvm, true);
+    guest.slot(1, 0x40_0000, 1, Flags::empty());
+    guest.slot(2, 0x50_0000, 1, Flags::empty());
+    start(&mut guest.vcpu, PAIR, 0x40_0000, 0x50_0000, 0);
+    let gate = guest.gate.clone().unwrap();
+    let (x, y) =
+        (guest.writer.backend_mut().guest_ram(4096).unwrap(), guest.writer.backend_mut().guest_ram(4096).unwrap());
+    let (stop, iterations) = (AtomicBool::new(false), AtomicU64::new(0));
+    let Guest { writer, vcpu, .. } = &mut guest;
+    let (singles, batch) = std::thread::scope(|s| {
+        let observer = spin_pairs(s, vcpu, &stop, &iterations);
+        wait_for(&iterations, 5);
+        let before = gate.stats();
+        for round in 0..20u64 {
+            writer.create_ram(key(3), (0x80_0000 + round * 0x1000) >> 12, Flags::empty(), x.clone()).unwrap();
+            writer.move_to(key(3), 0x90_0000 >> 12).unwrap();
+            writer.delete(key(3)).unwrap();
+        }
+        wait_for(&iterations, 1);
+        let singles = gate.stats();
+        let mut batch = writer.batch();
+        batch.create_owned(key(3), 0x80_0000 >> 12, Flags::empty(), x.clone());
+        batch.create_owned(key(4), 0x90_0000 >> 12, Flags::empty(), y.clone());
+        batch.commit().unwrap();
+        wait_for(&iterations, 1);
+        let batch = gate.stats();
+        stop.store(true, SeqCst);
+        observer.join().unwrap();
+        ((before, singles), batch)
+    });
+    let ((before, singles), batch) = (singles, batch);
+    assert_eq!((singles.holds, singles.kicks), (before.holds, before.kicks), "60 single changes held the vCPU");
+    assert_eq!(batch.holds, singles.holds + 1, "a batch of two creates holds the vCPU once");
+    println!(
+        "60 single changes: no hold; a batch of two: {} hold, {} kicks",
+        batch.holds - singles.holds,
+        batch.kicks - singles.kicks
+    );
+}
+
+/// A `Wait` that panics once armed.
+#[derive(Clone, Default)]
+struct PanickingWait(Arc<AtomicBool>);
+
+impl memslots::Wait for PanickingWait {
+    fn pause(&self, step: u32) {
+        if self.0.swap(false, SeqCst) {
+            panic!("the wait strategy panics");
+        }
+        memslots::SpinThenYield.pause(step);
+    }
+}
+
+/// A panic that unwinds out of a batch (here the writer's wait strategy,
+/// in a grace period held up by a device thread) while the writer lives on
+/// does not leave the vCPUs held at the gate: they run again.
+#[test]
+fn gate_is_released_when_a_batch_unwinds() {
+    let Some(kvm) = kvm() else { return };
+    let armed = PanickingWait::default();
+    let slots = Memslots::with_wait(config(512), armed.clone()).unwrap();
+    let mut guest = Guest::with_slots(kvm.create_vm().unwrap(), slots, true);
+    guest.slot(1, 0x40_0000, 1, Flags::empty());
+    guest.slot(2, 0x50_0000, 1, Flags::empty());
+    guest.write(0x40_0000, &0x0101u32.to_le_bytes());
+    guest.write(0x50_0000, &0x0202u32.to_le_bytes());
+    let (pinned_tx, pinned) = std::sync::mpsc::channel();
+    let (release, release_rx) = std::sync::mpsc::channel::<()>();
+    let device = std::thread::spawn({
+        let reader = guest.slots.device_reader();
+        move || {
+            let view = reader.pin();
+            pinned_tx.send(()).unwrap();
+            release_rx.recv().unwrap();
+            drop(view);
+        }
+    });
+    pinned.recv().unwrap();
+    armed.0.store(true, SeqCst);
+    let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut batch = guest.writer.batch();
+        batch.move_to(key(1), 0x60_0000 >> 12).move_to(key(2), 0x70_0000 >> 12);
+        batch.commit()
+    }));
+    assert!(unwound.is_err(), "the wait strategy's panic reaches the caller");
+    release.send(()).unwrap();
+    device.join().unwrap();
+    let gate = guest.gate.as_ref().unwrap();
+    assert!(!gate.is_held(), "the unwound batch left the vCPUs held");
+    // The vCPU runs: the kernel has the whole batch (the map is poisoned).
+    start(&mut guest.vcpu, PAIR, 0x60_0000, 0x70_0000, 0);
+    assert_eq!(next_exit(&mut guest.vcpu), Exit::IoOut { port: 0x10, size: 4, data: 0x0101 });
+    assert_eq!(next_exit(&mut guest.vcpu), Exit::IoOut { port: 0x11, size: 4, data: 0x0202 });
+    assert_eq!(guest.writer.move_to(key(1), 0x40_0000 >> 12), Err(Error::Poisoned));
+}
+
+/// A vCPU registered with a gate runs only through it: a run loop that
+/// calls `VcpuFd::run` directly (forgetting the gate) gets `EINTR` at once
+/// and the guest does not move; through the gate it runs.
+#[test]
+fn registered_vcpu_runs_only_through_the_gate() {
+    let Some(kvm) = kvm() else { return };
+    let mut guest = Guest::new(&kvm, true);
+    let gate = guest.gate.clone().unwrap();
+    assert_eq!(gate.registered(), 1);
+    guest.slot(1, 0x40_0000, 1, Flags::empty());
+    guest.write(0x40_0000, &0x0101u32.to_le_bytes());
+    start(&mut guest.vcpu, PAIR, 0x40_0000, 0x40_0000, 0);
+    let rip = guest.vcpu.regs().unwrap().rip;
+    for _ in 0..3 {
+        let error = guest.vcpu.fd_mut().run().map(|_| ()).expect_err("a registered vCPU is parked");
+        assert_eq!(error.errno(), libc::EINTR);
+    }
+    assert_eq!(guest.vcpu.regs().unwrap().rip, rip, "the guest did not run outside the gate");
+    assert_eq!(next_exit(&mut guest.vcpu), Exit::IoOut { port: 0x10, size: 4, data: 0x0101 });
+    // A registration for another vCPU cannot run this one.
+    let other = guest.vm.create_vcpu(1).unwrap();
+    let mut seat = gate.register(&guest.vm, &other).unwrap();
+    assert_eq!(gate.registered(), 2);
+    let error = seat.run(guest.vcpu.fd_mut()).map(|_| ()).unwrap_err();
+    assert_eq!(error.errno(), libc::EINVAL);
+    drop(seat);
+    assert_eq!(gate.registered(), 1);
+}
+
+/// In a debug build, a hold that finds a registered vCPU unparked behind the
+/// gate's back (its `immediate_exit` cleared, so it may run outside the
+/// gate) panics, and the panic leaves the gate open.
+#[test]
+#[cfg(debug_assertions)]
+fn unparked_registered_vcpu_is_caught_at_a_hold() {
+    let Some(kvm) = kvm() else { return };
+    let mut guest = Guest::new(&kvm, true);
+    let gate = guest.gate.clone().unwrap();
+    drop(gate.hold());
+    guest.vcpu.fd_mut().set_kvm_immediate_exit(0);
+    let caught = std::panic::catch_unwind(|| drop(gate.hold()));
+    assert!(caught.is_err(), "the hold saw the unparked vCPU");
+    assert!(!gate.is_held());
+}
+
+/// The VM is shared: the VMM keeps its own handle for vCPUs and VM ioctls
+/// while the writer owns the backend, with no `dup`.
+#[test]
+fn vm_is_shared_with_the_backend() {
+    let Some(kvm) = kvm() else { return };
+    let vm = Arc::new(kvm.create_vm().unwrap());
+    let slots = Memslots::new(config(8)).unwrap();
+    let mut writer = slots.writer_with(KvmBackend::new(vm.clone(), config(8)).unwrap()).unwrap();
+    assert!(Arc::ptr_eq(writer.backend().vm(), &vm));
+    let ram = writer.backend_mut().guest_ram(0x10_0000).unwrap();
+    writer.create_ram(key(0), 0, Flags::LOG_DIRTY_PAGES, ram).unwrap();
+    // A VM ioctl and a vCPU through the VMM's own handle.
+    let log = vm.get_dirty_log(0, 0x10_0000).unwrap();
+    assert!(log.iter().all(|&word| word == 0));
+    let mut vcpu = Vcpu::new(&vm, 0).unwrap();
+    let reader = slots.device_reader();
+    Vcpu::load(&reader.pin(), &[0xf4], 0x1000).unwrap();
+    vcpu.setup_real_mode(0x1000).unwrap();
+    assert_eq!(vcpu.run().unwrap(), Exit::Hlt);
+    drop(writer);
+    assert_eq!(Arc::strong_count(&vm), 1, "the backend's handle went with it");
+}
+
+/// `KVM_GET_SUPPORTED_CPUID` leaf 0x8000_0008, `EAX[7:0]`.
+fn cpuid_phys_bits(kvm: &Kvm) -> u32 {
+    let cpuid = kvm.get_supported_cpuid(memslots::kvm::kvm_bindings::KVM_MAX_CPUID_ENTRIES).unwrap();
+    cpuid.as_slice().iter().find(|e| e.function == 0x8000_0008).map_or(0, |e| e.eax & 0xff)
+}
+
+/// The guest physical address width of `kernel_config` is the kernel's: a
+/// slot whose last page lies just past it is refused by the crate with the
+/// kernel's errno and changes nothing; one just inside is taken by both.
+/// A width from CPUID alone would refuse slots the kernel takes.
+#[test]
+fn phys_addr_width_matches_the_kernel() {
+    let Some(kvm) = kvm() else { return };
+    let vm = Arc::new(kvm.create_vm().unwrap());
+    let config = KvmBackend::kernel_config(&vm).with_address_spaces(1).with_max_slots(512);
+    let bits = u32::from(config.phys_addr_bits);
+    let cpuid = cpuid_phys_bits(&kvm);
+    println!("phys_addr_bits: {bits} from the kernel; CPUID 0x8000_0008 says {cpuid}");
+    // x86 KVM's limit is at most 52 bits (`kvm_mmu_max_gfn`): 64 would mean
+    // the probe found none.
+    assert!((13..=52).contains(&bits), "the kernel's width was not found: {bits}");
+    let mut guest = Guest::on(Arc::try_unwrap(vm).unwrap(), config, true);
+    let bare = kvm.create_vm().unwrap();
+    let page = GuestRam::new(PAGE_SIZE as usize).unwrap();
+    let kernel = |slot: u32, gpa: u64| {
+        let region = kvm_userspace_memory_region {
+            slot,
+            flags: 0,
+            guest_phys_addr: gpa,
+            memory_size: PAGE_SIZE,
+            userspace_addr: page.as_ptr() as u64,
+        };
+        // SAFETY: `page` outlives `bare`, which has no vCPU.
+        unsafe { bare.set_user_memory_region(region) }.map_err(|e| e.errno())
+    };
+    let top = (1u64 << bits) - PAGE_SIZE;
+    let state = |guest: &Guest| {
+        (
+            guest.slots.reader().pin().slots().count(),
+            guest.writer.backend().kernel_slots().count(),
+            guest.writer.backend().stats(),
+        )
+    };
+    let before = state(&guest);
+    // Just past: created there, and moved there.
+    let ram = guest.writer.backend_mut().guest_ram(PAGE_SIZE as usize).unwrap();
+    let ours = guest.writer.create_ram(key(1), (1u64 << bits) >> 12, Flags::empty(), ram).unwrap_err();
+    assert_eq!(ours, Error::BeyondPhysAddrWidth { key: key(1), bits: bits as u8 });
+    assert_eq!(Err(ours.errno()), kernel(1, 1u64 << bits), "create past 2^{bits}");
+    assert_eq!(state(&guest), before, "nothing changed");
+    let ours = guest.writer.move_to(CODE_KEY, ((1u64 << bits) - CODE_SIZE as u64 + PAGE_SIZE) >> 12).unwrap_err();
+    assert_eq!(ours, Error::BeyondPhysAddrWidth { key: CODE_KEY, bits: bits as u8 });
+    assert_eq!(kernel(2, 0x10_0000), Ok(()));
+    assert_eq!(Err(ours.errno()), kernel(2, 1u64 << bits), "move past 2^{bits}");
+    assert_eq!(state(&guest), before, "nothing changed");
+    // Just inside: both take it.
+    let ram = guest.writer.backend_mut().guest_ram(PAGE_SIZE as usize).unwrap();
+    guest.writer.create_ram(key(1), top >> 12, Flags::empty(), ram).unwrap();
+    assert_eq!(kernel(3, top), Ok(()));
+    // At the CPUID width the kernel may take more than CPUID says: so does
+    // the crate.
+    if (13..bits).contains(&cpuid) {
+        assert_eq!(kernel(4, 1u64 << cpuid), Ok(()));
+        let ram = guest.writer.backend_mut().guest_ram(PAGE_SIZE as usize).unwrap();
+        guest.writer.create_ram(key(2), (1u64 << cpuid) >> 12, Flags::empty(), ram).unwrap();
+    }
+    drop(guest);
+    drop(bare);
+}
+
+/// Two slots deleted and made again with the same ids and the same memory
+/// at each other's guest addresses, in one batch: KVM takes that order of
+/// ioctls (delete, delete, create, create), so the batch succeeds, and the
+/// guest reads each slot's memory at its new address.
+#[test]
+fn slots_recreated_at_swapped_addresses_in_one_batch() {
+    let Some(kvm) = kvm() else { return };
+    let mut guest = Guest::new(&kvm, true);
+    let (a, b) = (0x40_0000u64, 0x50_0000u64);
+    let one = guest.slot(1, a, 1, Flags::empty());
+    let two = guest.slot(2, b, 1, Flags::empty());
+    guest.write(a, &0x1111_1111u32.to_le_bytes());
+    guest.write(b, &0x2222_2222u32.to_le_bytes());
+    let mut batch = guest.writer.batch();
+    batch.delete(key(1)).delete(key(2));
+    batch.create_owned(key(1), b >> 12, Flags::empty(), one);
+    batch.create_owned(key(2), a >> 12, Flags::empty(), two);
+    let changes = batch.commit().map_err(|e| e.error);
+    assert_eq!(changes, Ok(vec![Change::Deleted, Change::Deleted, Change::Created, Change::Created]));
+    assert_eq!(guest.writer.backend().kernel_slot(key(1)).map(|r| r.base_gfn), Some(b >> 12));
+    start(&mut guest.vcpu, PAIR, a, b, 0);
+    assert_eq!(next_exit(&mut guest.vcpu), Exit::IoOut { port: 0x10, size: 4, data: 0x2222_2222 });
+    assert_eq!(next_exit(&mut guest.vcpu), Exit::IoOut { port: 0x11, size: 4, data: 0x1111_1111 });
 }

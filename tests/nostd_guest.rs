@@ -160,8 +160,10 @@ fn run_guest(kvm: &Kvm, elf: &[u8]) -> Vec<Run> {
         let view = reader.pin();
         let entry = load_elf(elf, |gpa, bytes| view.write(gpa, bytes).expect("the kernel fits in RAM"));
         for (index, stack) in STACK_TOPS.into_iter().enumerate() {
-            let mut vcpu =
-                Vcpu::new(writer.backend().vm(), index as u64).expect("KVM_CREATE_VCPU").with_gate(gate.clone());
+            let mut vcpu = Vcpu::new(writer.backend().vm(), index as u64)
+                .expect("KVM_CREATE_VCPU")
+                .with_gate(&gate)
+                .expect("mmap");
             vcpu.setup_long_mode(&view, TABLES, entry, stack).unwrap();
             let mut regs = vcpu.regs().unwrap();
             regs.rdi = index as u64;
@@ -174,11 +176,13 @@ fn run_guest(kvm: &Kvm, elf: &[u8]) -> Vec<Run> {
     std::thread::scope(|scope| {
         let threads: Vec<_> = vcpus.iter_mut().map(|vcpu| scope.spawn(|| run_vcpu(vcpu, &stop, &failed))).collect();
         let deadline = Instant::now() + PATIENCE;
+        let mut _held = None;
         while !threads.iter().all(|thread| thread.is_finished()) {
             if failed.load(SeqCst) || Instant::now() > deadline {
-                // Kick the vCPUs still running out of `KVM_RUN`; they stop.
+                // Kick the vCPUs still running out of `KVM_RUN` and keep
+                // them out; they stop.
                 stop.store(true, SeqCst);
-                gate.hold();
+                _held = Some(gate.hold());
                 break;
             }
             std::thread::sleep(Duration::from_millis(10));

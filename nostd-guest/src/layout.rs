@@ -88,6 +88,8 @@ impl Change {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Layout {
     slots: [Option<Region>; IDS],
+    /// Slots shown as their INVALID copy (being deleted or moved).
+    invalid: [bool; IDS],
 }
 
 impl Layout {
@@ -114,25 +116,27 @@ impl Layout {
     }
 
     /// What readers see while step `step` is being published: this layout
-    /// without the slots it deletes or moves.
+    /// with the slots it deletes or moves INVALID (no lookup finds them; the
+    /// walk of host ranges still does).
     pub fn invalidated(&self, step: u64) -> Layout {
         let mut next = *self;
         for change in self.changes(step).filter(Change::invalidates) {
             if let Some(old) = change.old {
-                next.slots[usize::from(old.id)] = None;
+                next.invalid[usize::from(old.id)] = true;
             }
         }
         next
     }
 
-    /// The slots present, by id.
+    /// The usable slots (present and not INVALID), by id.
     pub fn present(&self) -> impl Iterator<Item = &Region> + '_ {
-        self.slots.iter().flatten()
+        self.slots.iter().zip(&self.invalid).filter(|(_, &invalid)| !invalid).filter_map(|(slot, _)| slot.as_ref())
     }
 
-    /// The slot with `id`.
+    /// The usable slot with `id`.
     pub fn by_id(&self, id: u16) -> Option<Region> {
-        self.slots.get(usize::from(id)).copied().flatten()
+        let i = usize::from(id);
+        self.slots.get(i).copied().flatten().filter(|_| !self.invalid[i])
     }
 
     /// The slot holding `gfn`.
@@ -153,7 +157,8 @@ impl Layout {
     /// The slots whose host range intersects `hvas`, by host address.
     pub fn in_hva_range(&self, hvas: &Range<Hva>) -> Regions {
         let mut found = Regions::default();
-        for r in self.present().filter(|r| r.hva < hvas.end && hvas.start < r.hva + r.npages * PAGE_SIZE) {
+        // INVALID slots too, as `View::slots_in_hva_range` gives them.
+        for r in self.slots.iter().flatten().filter(|r| r.hva < hvas.end && hvas.start < r.hva + r.npages * PAGE_SIZE) {
             found.push(*r);
         }
         found.sort_by_key(|r| r.hva);

@@ -14,6 +14,34 @@ use crate::vocab::Flags;
 /// while the view's generation is the one it was resolved in, and resolve it
 /// again otherwise. A range that crosses slots is not cached: its accesses
 /// take the general path every time.
+///
+/// ```
+/// # #[cfg(feature = "std")] {
+/// use std::sync::Arc;
+/// use memslots::{AccessFailure, Config, Flags, GpaCache, GuestRam, Memslots, SlotKey};
+///
+/// let slots = Memslots::new(Config::default())?;
+/// let mut writer = slots.writer()?;
+/// let key = SlotKey { id: 0, as_id: 0 };
+/// writer.create_owned(key, 0x100, Flags::empty(), Arc::new(GuestRam::new(16 << 12)?))?;
+/// // A vCPU's steal-time record: 64 bytes at a fixed guest address.
+/// let mut steal = GpaCache::new(0x10_2000, 64)?;
+/// let vcpu = slots.reader();
+/// let mut buf = [0; 8];
+/// {
+///     let view = vcpu.pin();
+///     view.write_cached(&mut steal, 8, &42_u64.to_ne_bytes())?; // resolves the translation
+///     view.read_cached(&mut steal, 8, &mut buf)?; // reuses it
+/// }
+/// assert_eq!(u64::from_ne_bytes(buf), 42);
+///
+/// // After a change the next view resolves it again: here the slot moved away.
+/// writer.move_to(key, 0x200)?;
+/// let failure = vcpu.pin().read_cached(&mut steal, 8, &mut buf).err().map(|e| e.failure);
+/// assert_eq!(failure, Some(AccessFailure::NotMapped));
+/// # }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct GpaCache {
     gpa: u64,
@@ -41,6 +69,16 @@ struct Resolved {
 
 impl GpaCache {
     /// A cache for `len` bytes at `gpa`; nothing is resolved yet.
+    ///
+    /// ```
+    /// use memslots::{AccessFailure, GpaCache};
+    ///
+    /// let cache = GpaCache::new(0x1000, 64)?;
+    /// assert_eq!((cache.gpa(), cache.len()), (0x1000, 64));
+    /// assert_eq!(GpaCache::new(0x1000, 0).map(|_| ()).map_err(|e| e.failure), Err(AccessFailure::Empty));
+    /// assert_eq!(GpaCache::new(u64::MAX, 2).map(|_| ()).map_err(|e| e.failure), Err(AccessFailure::PastEnd));
+    /// # Ok::<(), memslots::AccessError>(())
+    /// ```
     ///
     /// # Errors
     /// [`AccessFailure::Empty`] for a zero length, [`AccessFailure::PastEnd`]
@@ -100,7 +138,8 @@ impl View<'_> {
     }
 
     /// Reads `buf.len()` bytes at `offset` in the cached range, through the
-    /// cached translation when it is still valid.
+    /// cached translation when it is still valid. The [`GpaCache`] docs
+    /// show it with [`View::write_cached`].
     ///
     /// # Errors
     /// [`AccessFailure::Empty`] or [`AccessFailure::PastEnd`] for a request
@@ -119,6 +158,28 @@ impl View<'_> {
 
     /// Writes `buf` at `offset` in the cached range, through the cached
     /// translation when it is still valid, and marks the pages written.
+    ///
+    /// ```
+    /// # #[cfg(feature = "std")] {
+    /// use std::sync::Arc;
+    /// use memslots::{AccessFailure, Config, Flags, GpaCache, GuestRam, Memslots, SlotKey};
+    ///
+    /// let slots = Memslots::new(Config::default())?;
+    /// let mut writer = slots.writer()?;
+    /// let key = SlotKey { id: 0, as_id: 0 };
+    /// writer.create_owned(key, 0x100, Flags::LOG_DIRTY_PAGES, Arc::new(GuestRam::new(4 << 12)?))?;
+    /// let mut ring = GpaCache::new(0x10_1000, 16)?;
+    /// let vcpu = slots.reader();
+    /// {
+    ///     let view = vcpu.pin();
+    ///     view.write_cached(&mut ring, 0, &[1, 2, 3, 4])?;
+    ///     let past = view.write_cached(&mut ring, 14, &[0; 4]).err().map(|e| e.failure);
+    ///     assert_eq!(past, Some(AccessFailure::PastEnd)); // outside the cached range
+    /// }
+    /// assert_eq!(writer.get_dirty_log(key)?, [1 << 1]); // page 1 of the slot
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     ///
     /// # Errors
     /// As [`View::read_cached`], and [`AccessFailure::ReadOnly`].

@@ -15,6 +15,22 @@ pub use cache::GpaCache;
 pub use range::GuestRange;
 
 /// Why a guest-memory access stopped.
+///
+/// ```
+/// use memslots::{AccessFailure, Config, Flags, Memslots, Region};
+///
+/// let slots = Memslots::new(Config::default())?;
+/// let mut writer = slots.writer()?;
+/// // A slot from a bare host address translates, but the crate cannot reach its memory.
+/// writer.create(Region { id: 0, as_id: 0, base_gfn: 0, npages: 16, hva: 0x7f00_0000_0000, flags: Flags::empty() })?;
+/// let vcpu = slots.reader();
+/// let view = vcpu.pin();
+/// let failure = |gpa, len| view.read(gpa, &mut vec![0; len]).err().map(|e| e.failure);
+/// assert_eq!(failure(0x1000, 8), Some(AccessFailure::NoHostMemory));
+/// assert_eq!(failure(0x10_0000, 8), Some(AccessFailure::NotMapped));
+/// assert_eq!(failure(0x1000, 0), Some(AccessFailure::Empty));
+/// # Ok::<(), memslots::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum AccessFailure {
@@ -42,6 +58,25 @@ pub enum AccessFailure {
 }
 
 /// A guest-memory access that did not complete.
+///
+/// ```
+/// # #[cfg(feature = "std")] {
+/// use std::sync::Arc;
+/// use memslots::{AccessError, AccessFailure, Config, Flags, GuestRam, Memslots, SlotKey};
+///
+/// let slots = Memslots::new(Config::default())?;
+/// let mut writer = slots.writer()?;
+/// // One page at gfn 0x10, then a hole.
+/// writer.create_owned(SlotKey { id: 0, as_id: 0 }, 0x10, Flags::empty(), Arc::new(GuestRam::new(4096)?))?;
+/// let vcpu = slots.reader();
+/// let view = vcpu.pin();
+/// let error = view.write(0x10_ff8, &[0xab; 16]).err().expect("runs into the hole");
+/// assert_eq!(error, AccessError { gpa: 0x11_000, done: 8, failure: AccessFailure::NotMapped });
+/// assert_eq!(view.read_obj::<u64>(0x10_ff8)?, u64::from_ne_bytes([0xab; 8])); // the first 8 bytes landed
+/// assert_eq!(error.to_string(), "guest access stopped at 0x11000 after 8 bytes: no slot");
+/// # }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AccessError {
     /// The first guest address not accessed.

@@ -21,6 +21,27 @@ use crate::vocab::Flags;
 /// last handle drops. This is what KVM does with a page pinned by
 /// `get_user_pages`. Writes through the handle mark the slot's dirty log as
 /// it was when the handle was taken.
+///
+/// ```
+/// use std::sync::Arc;
+/// use memslots::{Config, Flags, GuestRam, Memslots, SlotKey};
+///
+/// let slots = Memslots::new(Config::default())?;
+/// let mut writer = slots.writer()?;
+/// let key = SlotKey { id: 0, as_id: 0 };
+/// writer.create_owned(key, 0x100, Flags::LOG_DIRTY_PAGES, Arc::new(GuestRam::new(4 << 12)?))?;
+/// let vcpu = slots.reader();
+/// let buffer = vcpu.pin().range(0x10_1000, 512)?; // the view ends here
+/// assert_eq!((buffer.len(), buffer.is_writable()), (512, true));
+/// // A blocking read would fill it now, with no view held; say it read this:
+/// buffer.write(0, b"sector 0")?;
+/// let mut head = [0; 8];
+/// buffer.read(0, &mut head)?;
+/// assert_eq!(&head, b"sector 0");
+/// assert_eq!(vcpu.pin().read_obj::<[u8; 8]>(0x10_1000)?, *b"sector 0");
+/// assert_eq!(writer.get_dirty_log(key)?, [1 << 1]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct GuestRange {
     ram: Arc<GuestRam>,
     /// Bytes from the start of `ram`.
@@ -127,6 +148,8 @@ impl View<'_> {
     /// [`AccessFailure::PastEnd`] (the range leaves its slot; `done` says
     /// how many bytes the slot holds), [`AccessFailure::NoHostMemory`] for a
     /// slot whose memory the crate does not own.
+    ///
+    /// The [`GuestRange`] docs show one taken and used.
     pub fn range(&self, gpa: u64, len: usize) -> Result<GuestRange, AccessError> {
         let fail = |done, failure| AccessError { gpa, done, failure };
         if len == 0 {

@@ -78,6 +78,28 @@ impl<'r> View<'r> {
     /// Copies guest memory at `gpa` into `buf`, across page and slot
     /// boundaries.
     ///
+    /// ```
+    /// # #[cfg(feature = "std")] {
+    /// use std::sync::Arc;
+    /// use memslots::{Config, Flags, GuestRam, Memslots, SlotKey};
+    ///
+    /// let slots = Memslots::new(Config::default())?;
+    /// let mut writer = slots.writer()?;
+    /// // Two one-page slots side by side: gfn 0x10 and gfn 0x11.
+    /// for id in 0..2 {
+    ///     let page = Arc::new(GuestRam::new(4096)?);
+    ///     writer.create_owned(SlotKey { id, as_id: 0 }, 0x10 + u64::from(id), Flags::empty(), page)?;
+    /// }
+    /// let vcpu = slots.reader();
+    /// let view = vcpu.pin();
+    /// view.write(0x10_ffe, b"abcd")?; // two bytes in each slot
+    /// let mut buf = [0; 4];
+    /// view.read(0x10_ffe, &mut buf)?;
+    /// assert_eq!(&buf, b"abcd");
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
     /// # Errors
     /// [`AccessError`] naming the first address that could not be read and
     /// how many bytes were read before it: a hole or the end of the address
@@ -95,6 +117,29 @@ impl<'r> View<'r> {
     /// Copies `buf` into guest memory at `gpa`, across page and slot
     /// boundaries, and marks the pages written in dirty logs.
     ///
+    /// ```
+    /// # #[cfg(feature = "std")] {
+    /// use std::sync::Arc;
+    /// use memslots::{AccessFailure, Config, Flags, GuestRam, Memslots, SlotKey};
+    ///
+    /// let slots = Memslots::new(Config::default())?;
+    /// let mut writer = slots.writer()?;
+    /// let key = SlotKey { id: 0, as_id: 0 };
+    /// let rom = SlotKey { id: 1, as_id: 0 };
+    /// writer.create_owned(key, 0x10, Flags::LOG_DIRTY_PAGES, Arc::new(GuestRam::new(2 << 12)?))?;
+    /// writer.create_owned(rom, 0x20, Flags::READONLY, Arc::new(GuestRam::new(4096)?))?;
+    /// let vcpu = slots.reader();
+    /// {
+    ///     let view = vcpu.pin();
+    ///     view.write(0x11_000, b"page 1")?;
+    ///     let refused = view.write(0x20_000, b"rom").err().map(|e| e.failure);
+    ///     assert_eq!(refused, Some(AccessFailure::ReadOnly));
+    /// }
+    /// assert_eq!(writer.get_dirty_log(key)?, [1 << 1]);
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
     /// # Errors
     /// As [`View::read`], and [`AccessFailure::ReadOnly`] at the first
     /// `READONLY` slot; the bytes before the failing address are written.
@@ -109,6 +154,24 @@ impl<'r> View<'r> {
     /// Reads a plain-old-data value at `gpa`. A value of 2, 4 or 8 bytes at
     /// an address aligned to its size is read in one access.
     ///
+    /// ```
+    /// # #[cfg(feature = "std")] {
+    /// use std::sync::Arc;
+    /// use memslots::{Config, Flags, GuestRam, Memslots, SlotKey};
+    ///
+    /// let slots = Memslots::new(Config::default())?;
+    /// let mut writer = slots.writer()?;
+    /// writer.create_owned(SlotKey { id: 0, as_id: 0 }, 0x10, Flags::empty(), Arc::new(GuestRam::new(4096)?))?;
+    /// let vcpu = slots.reader();
+    /// let view = vcpu.pin();
+    /// view.write_obj(0x10_008, 0x1234_5678_u32)?; // one aligned 4-byte store
+    /// assert_eq!(view.read_obj::<u32>(0x10_008)?, 0x1234_5678);
+    /// view.write_obj(0x10_100, [1_u16, 2, 3])?; // any `bytemuck::Pod` value
+    /// assert_eq!(view.read_obj::<[u16; 3]>(0x10_100)?, [1, 2, 3]);
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
     /// # Errors
     /// As [`View::read`].
     pub fn read_obj<T: bytemuck::Pod>(&self, gpa: u64) -> Result<T, AccessError> {
@@ -118,7 +181,8 @@ impl<'r> View<'r> {
     }
 
     /// Writes a plain-old-data value at `gpa`. A value of 2, 4 or 8 bytes at
-    /// an address aligned to its size is written in one access.
+    /// an address aligned to its size is written in one access. The
+    /// [`View::read_obj`] docs show both.
     ///
     /// # Errors
     /// As [`View::write`].
@@ -129,6 +193,25 @@ impl<'r> View<'r> {
     /// Marks `gfn` dirty, for memory the host touched by other means (a
     /// device's DMA, a raw pointer). Returns whether a dirty log took it:
     /// false when no usable slot holds `gfn` or its slot does not log.
+    ///
+    /// ```
+    /// use memslots::{Config, Flags, Memslots, Region};
+    ///
+    /// let slots = Memslots::new(Config::default())?;
+    /// let mut writer = slots.writer()?;
+    /// let logged = Region { id: 0, as_id: 0, base_gfn: 0, npages: 16, hva: 0x7f00_0000_0000, flags: Flags::LOG_DIRTY_PAGES };
+    /// writer.create(logged)?;
+    /// writer.create(Region { id: 1, base_gfn: 0x100, hva: 0x7f00_1000_0000, flags: Flags::empty(), ..logged })?;
+    /// let vcpu = slots.reader();
+    /// {
+    ///     let view = vcpu.pin();
+    ///     assert!(view.mark_page_dirty(3)); // a device wrote gfn 3 by DMA
+    ///     assert!(!view.mark_page_dirty(0x100)); // this slot does not log
+    ///     assert!(!view.mark_page_dirty(0x50)); // a hole
+    /// }
+    /// assert_eq!(writer.get_dirty_log(logged.key())?, [1 << 3]);
+    /// # Ok::<(), memslots::Error>(())
+    /// ```
     pub fn mark_page_dirty(&self, gfn: Gfn) -> bool {
         let Some(slot) = self.gfn_to_slot(gfn) else { return false };
         let Some(log) = slot.dirty_log() else { return false };

@@ -7,6 +7,9 @@
 //! Modeled on the kernel's prepare / commit steps. For one writer call or one
 //! batch, the writer calls, in this order:
 //!
+//! 0. [`Backend::begin`] once, with the number of net changes, after the
+//!    whole call or batch has been validated and right before the first
+//!    `prepare`.
 //! 1. [`Backend::prepare`] once per net change, after the whole call or
 //!    batch has been validated and before anything is published. The order
 //!    is: every delete, then every move, then every flags change, then every
@@ -42,7 +45,67 @@ pub use crate::vocab::SlotChange;
 /// view of that thread is held. A hook that panics poisons the slot map (see
 /// [`Error::Poisoned`](crate::Error::Poisoned)): readers keep a consistent
 /// published layout, and every later writer call is refused.
+///
+/// A backend is `Send`, so the writer can move between threads; the writer
+/// is `Sync` only if its backend is too.
+///
+/// A backend that records every call, and refuses slots in address space 1:
+///
+/// ```
+/// use memslots::{Backend, Change, Config, Error, Flags, Memslots, Region, SlotChange};
+///
+/// #[derive(Default)]
+/// struct Recorder(Vec<(&'static str, Change)>);
+///
+/// impl Backend for Recorder {
+///     fn prepare(&mut self, change: &SlotChange) -> Result<(), i32> {
+///         self.0.push(("prepare", change.kind()));
+///         if change.key.as_id == 1 {
+///             return Err(28); // ENOSPC, say
+///         }
+///         Ok(())
+///     }
+///     fn abort(&mut self, change: &SlotChange) {
+///         self.0.push(("abort", change.kind()));
+///     }
+///     fn invalidated(&mut self, change: &SlotChange) {
+///         self.0.push(("invalidated", change.kind()));
+///     }
+///     fn commit(&mut self, change: &SlotChange) {
+///         self.0.push(("commit", change.kind()));
+///     }
+/// }
+///
+/// let slots = Memslots::new(Config::default())?;
+/// let mut writer = slots.writer_with(Recorder::default())?;
+/// let dimm = Region { id: 0, as_id: 0, base_gfn: 0x100, npages: 16, hva: 0x7f00_0000_0000, flags: Flags::empty() };
+/// writer.create(dimm)?;
+/// writer.move_to(dimm.key(), 0x200)?;
+/// use Change::*;
+/// assert_eq!(
+///     writer.backend().0,
+///     [("prepare", Created), ("commit", Created), ("prepare", Moved), ("invalidated", Moved), ("commit", Moved)]
+/// );
+///
+/// // A refusal: what was prepared is aborted, in reverse, and nothing is published.
+/// writer.backend_mut().0.clear();
+/// let mut batch = writer.batch();
+/// batch.delete(dimm.key()).create(Region { as_id: 1, ..dimm });
+/// assert_eq!(batch.commit().map_err(|e| e.error), Err(Error::Backend { code: 28 }));
+/// assert_eq!(writer.backend().0, [("prepare", Deleted), ("prepare", Created), ("abort", Deleted)]);
+/// assert_eq!(slots.reader().pin().gfn_to_slot(0x200).map(|s| s.id()), Some(0));
+/// # Ok::<(), Error>(())
+/// ```
 pub trait Backend: Send {
+    /// The writer is about to prepare `changes` net changes (at least one)
+    /// for one call or batch, so a backend that applies them one at a time
+    /// knows whether more than one follows, and which `prepare` is the last
+    /// (KVM applies a single change atomically, and holds its vCPUs only
+    /// across several).
+    fn begin(&mut self, changes: usize) {
+        let _ = changes;
+    }
+
     /// Sees a validated change before anything is published; an `Err`
     /// refuses it, with a code the writer returns in
     /// [`Error::Backend`](crate::Error::Backend) (the `kvm` backend returns
@@ -71,7 +134,19 @@ pub trait Backend: Send {
     }
 }
 
-/// The default backend: no hooks.
+/// The default backend: no hooks. [`Writer`](crate::Writer) is
+/// `Writer<NoBackend>`.
+///
+/// ```
+/// use memslots::{Config, Memslots, NoBackend, Writer};
+///
+/// let slots = Memslots::new(Config::default())?;
+/// let writer: Writer<NoBackend> = slots.writer()?;
+/// assert_eq!(core::mem::size_of_val(writer.backend()), 0);
+/// drop(writer);
+/// let _same: Writer = slots.writer_with(NoBackend)?;
+/// # Ok::<(), memslots::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct NoBackend;
 

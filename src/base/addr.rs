@@ -22,12 +22,25 @@ pub const GFN_LIMIT: Gfn = 1 << (64 - PAGE_SHIFT);
 pub const MAX_SLOT_PAGES: u64 = (1 << 31) - 1;
 
 /// The guest physical address of a gfn.
+///
+/// ```
+/// use memslots::{gfn_to_gpa, gpa_to_gfn, PAGE_SIZE};
+///
+/// assert_eq!(gfn_to_gpa(0x100), 0x10_0000);
+/// assert_eq!(gpa_to_gfn(gfn_to_gpa(0x100) + PAGE_SIZE - 1), 0x100);
+/// ```
 #[inline]
 pub const fn gfn_to_gpa(gfn: Gfn) -> u64 {
     gfn << PAGE_SHIFT
 }
 
 /// The gfn holding a guest physical address.
+///
+/// ```
+/// use memslots::gpa_to_gfn;
+///
+/// assert_eq!(gpa_to_gfn(0xfee0_0300), 0xfee00); // the local APIC page
+/// ```
 #[inline]
 pub const fn gpa_to_gfn(gpa: u64) -> Gfn {
     gpa >> PAGE_SHIFT

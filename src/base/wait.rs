@@ -11,6 +11,42 @@ use crate::base::sync::model_yield;
 /// plain spin without it). A `no_std` hypervisor supplies its own, for
 /// example `pause`/`hlt` or its scheduler's yield.
 ///
+/// A strategy must be `Send + Sync`: the map shares it with every handle.
+///
+/// A strategy that counts its steps, while a view held on another thread
+/// keeps the writer waiting:
+///
+/// ```
+/// use std::sync::atomic::{AtomicU32, Ordering};
+/// use std::sync::Arc;
+/// use memslots::{Config, Flags, Memslots, Region, Wait};
+///
+/// struct Counting(Arc<AtomicU32>);
+/// impl Wait for Counting {
+///     fn pause(&self, _step: u32) {
+///         self.0.fetch_add(1, Ordering::Relaxed);
+///         std::thread::yield_now();
+///     }
+/// }
+///
+/// let steps = Arc::new(AtomicU32::new(0));
+/// let slots = Memslots::with_wait(Config::default(), Counting(steps.clone()))?;
+/// let mut writer = slots.writer()?;
+/// let vcpu = slots.reader();
+/// let view = vcpu.pin();
+/// std::thread::scope(|s| {
+///     let create = s.spawn(move || {
+///         writer.create(Region { id: 0, as_id: 0, base_gfn: 0, npages: 16, hva: 0x7f00_0000_0000, flags: Flags::empty() })
+///     });
+///     while steps.load(Ordering::Relaxed) == 0 {
+///         std::thread::yield_now(); // the writer is waiting for `view`...
+///     }
+///     drop(view); // ...until it ends
+///     create.join().expect("the writer thread does not panic")
+/// })?;
+/// # Ok::<(), memslots::Error>(())
+/// ```
+///
 /// [`ZapBinner::zap_or_wait`]: crate::ZapBinner::zap_or_wait
 pub trait Wait: Send + Sync {
     /// One step of a wait. `step` counts from 0 within each wait.
@@ -31,6 +67,42 @@ pub trait Wait: Send + Sync {
 pub const STALL_STEPS: u32 = 1 << 16;
 
 /// What a wait is held up by, for [`Wait::stalled`].
+///
+/// A VMM that maps reader ids to vCPUs learns which one to kick:
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use memslots::{Config, Flags, Memslots, Region, Stall, Wait, STALL_STEPS};
+///
+/// struct Reports(Arc<Mutex<Vec<Stall>>>);
+/// impl Wait for Reports {
+///     fn pause(&self, _step: u32) {
+///         std::thread::yield_now();
+///     }
+///     fn stalled(&self, stall: &Stall) {
+///         self.0.lock().expect("no report panicked").push(*stall);
+///     }
+/// }
+///
+/// let reports = Arc::new(Mutex::new(Vec::new()));
+/// let slots = Memslots::with_wait(Config::default(), Reports(reports.clone()))?;
+/// let mut writer = slots.writer()?;
+/// let stuck = slots.reader();
+/// let view = stuck.pin(); // a vCPU that does not come back
+/// std::thread::scope(|s| {
+///     let create = s.spawn(move || {
+///         writer.create(Region { id: 0, as_id: 0, base_gfn: 0, npages: 16, hva: 0x7f00_0000_0000, flags: Flags::empty() })
+///     });
+///     while reports.lock().expect("no report panicked").is_empty() {
+///         std::thread::yield_now();
+///     }
+///     drop(view); // kicked
+///     create.join().expect("the writer thread does not panic")
+/// })?;
+/// let first = reports.lock().expect("no report panicked")[0];
+/// assert_eq!((first.reader, first.steps), (Some(stuck.id()), STALL_STEPS));
+/// # Ok::<(), memslots::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stall {
@@ -58,6 +130,21 @@ impl Stall {
 
 /// Spins with [`core::hint::spin_loop`], twice as long each step up to 64
 /// hints, then yields the thread (`std`) or keeps spinning (`no_std`).
+/// [`Memslots::new`](crate::Memslots::new) and
+/// [`ZapBinner::new`](crate::ZapBinner::new) use it.
+///
+/// ```
+/// use memslots::{Config, Memslots, SpinThenYield, ZapBinner};
+///
+/// // What `Memslots::new` and `ZapBinner::new` do, spelled out.
+/// let slots = Memslots::with_wait(Config::default(), SpinThenYield)?;
+/// assert!(slots.writer().is_ok());
+/// let binner = ZapBinner::with_wait(SpinThenYield);
+/// let mut zapped = Vec::new();
+/// binner.zap_or_wait(0x100..0x200, |gfns| zapped.push(gfns));
+/// assert_eq!(zapped, [0x100..0x200]);
+/// # Ok::<(), memslots::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SpinThenYield;
 

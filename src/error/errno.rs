@@ -51,6 +51,22 @@ impl Error {
     /// | [`BeyondPhysAddrWidth`](Error::BeyondPhysAddrWidth) | `EINVAL` | x86's `kvm_arch_prepare_memory_region` (a slot past `kvm_mmu_max_gfn`) |
     /// | [`NoSuchSlot`](Error::NoSuchSlot) | `EINVAL` | deleting a slot that does not exist (`KVM_GET_DIRTY_LOG` says `ENOENT` there) |
     /// | every other variant | `EINVAL` | the sanity checks of `kvm_set_memory_region` |
+    ///
+    /// ```
+    /// use memslots::{Config, Error, Flags, Memslots, Region};
+    ///
+    /// let slots = Memslots::new(Config::default())?;
+    /// let mut writer = slots.writer()?;
+    /// let low = Region { id: 0, as_id: 0, base_gfn: 0, npages: 16, hva: 0x7f00_0000_0000, flags: Flags::empty() };
+    /// writer.create(low)?;
+    /// let overlap = writer.create(Region { id: 1, ..low }).err().expect("the range is taken");
+    /// assert_eq!(overlap.errno(), libc::EEXIST);
+    /// let no_log = writer.get_dirty_log(low.key()).err().expect("no dirty log");
+    /// assert_eq!(no_log.errno(), libc::ENOENT);
+    /// assert_eq!(Error::GpaWraps.errno(), libc::EINVAL);
+    /// assert_eq!(Error::Backend { code: libc::ENOSPC }.errno(), libc::ENOSPC);
+    /// # Ok::<(), Error>(())
+    /// ```
     pub fn errno(&self) -> i32 {
         use code::*;
         // Exhaustive on purpose: a new variant must say which errno it is.

@@ -10,6 +10,24 @@ use crate::vocab::slot::{check_frames, FrameError, Region, SlotKey, UserMemoryRe
 
 /// Why a request was refused. Every refusal leaves the slots, caches and
 /// generations exactly as they were.
+///
+/// ```
+/// use memslots::{Config, Error, Flags, Memslots, Region};
+///
+/// let slots = Memslots::new(Config::default())?;
+/// let mut writer = slots.writer()?;
+/// let region = Region { id: 0, as_id: 0, base_gfn: 0, npages: 16, hva: 0x7f00_0000_0000, flags: Flags::empty() };
+/// writer.create(region)?;
+/// let generation = slots.reader().pin().generation();
+///
+/// let resized = Region { npages: 32, ..region };
+/// let error = writer.set_region(resized.try_into()?).err().expect("a resize is refused");
+/// assert_eq!(error, Error::Resize { key: region.key() });
+/// assert_eq!(error.to_string(), "slot 0:0 cannot be resized");
+/// assert_eq!(error.errno(), libc::EINVAL); // as KVM would say
+/// assert_eq!(slots.reader().pin().generation(), generation); // nothing changed
+/// # Ok::<(), Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Error {

@@ -5,20 +5,22 @@ use std::fmt;
 use std::sync::{Arc, Weak};
 
 use kvm_bindings::{kvm_userspace_memory_region, KVM_CAP_MULTI_ADDRESS_SPACE};
-use kvm_ioctls::{Cap, VmFd};
+use kvm_ioctls::{Cap, Kvm, VmFd};
 
 use crate::backend::Backend;
-use crate::base::addr::{Gfn, PAGE_SHIFT};
+use crate::base::addr::{Gfn, PAGE_SHIFT, PAGE_SIZE};
 use crate::error::Error;
-use crate::kvm::gate::VcpuGate;
+use crate::kvm::gate::{GateHold, VcpuGate};
 use crate::map::{Config, Writer};
 use crate::memory::GuestRam;
 use crate::vocab::SlotChange;
 use crate::vocab::{Change, Flags, Region, SlotKey};
 
-/// A [`Backend`] that owns a KVM VM and applies every slot change to it with
+/// A [`Backend`] that applies every slot change to a KVM VM with
 /// `KVM_SET_USER_MEMORY_REGION` (slot field `(as_id << 16) | id`), so that
-/// the kernel's slots and the crate's stay in step.
+/// the kernel's slots and the crate's stay in step. The VM is shared
+/// ([`KvmBackend::vm`] is an `Arc<VmFd>`): vCPUs, devices and other VM
+/// ioctls need not go through the writer.
 ///
 /// - The crate validates a change (KVM's rules, KVM's order) before the
 ///   backend sees it, so a bad request never reaches the kernel.
@@ -26,12 +28,22 @@ use crate::vocab::{Change, Flags, Region, SlotKey};
 ///   writer returns [`Error::Backend`] with the errno, after
 ///   [`Backend::abort`] undid the ioctls already made for the same batch:
 ///   both sides are as they were.
-/// - With a [`VcpuGate`] ([`KvmBackend::with_gate`]), the vCPUs are held out
-///   of `KVM_RUN` from before the first ioctl of a call or batch until the
-///   crate has published it too (the first [`Backend::commit`], after the
-///   writer's grace periods) or it is undone (the last [`Backend::abort`]),
-///   so no vCPU runs on a half-applied batch, and none runs while the
-///   kernel's slots and the map's differ.
+/// - With a [`VcpuGate`] ([`KvmBackend::with_gate`]), a call or batch that
+///   the kernel would otherwise see half-applied holds the vCPUs out of
+///   `KVM_RUN`: from before its first ioctl that changes what the guest
+///   sees (a create, delete or move) and is not its last ioctl, until the
+///   kernel has every change ([`Backend::begin`] tells how many come) or
+///   none (the last [`Backend::abort`]). So no vCPU runs on a half-applied
+///   batch, and no hold outlives the ioctls: none spans the writer's grace
+///   periods, which wait on device threads. A single change is one ioctl,
+///   which KVM applies atomically: it never holds the vCPUs. Nor does a
+///   flags change: it can only turn dirty logging on or off (`READONLY`
+///   cannot be toggled), which changes what the kernel logs, not what the
+///   guest reads or writes, so turning logging on for many slots, one by
+///   one or in a batch, never pauses the guest. The hold is a [`GateHold`]
+///   that lives on the stack while the backend's own code runs, so a panic
+///   that unwinds through a hook releases it. Once the kernel has the
+///   batch, vCPUs run on it while the writer publishes it in the map.
 ///
 /// # Guest memory
 ///
@@ -49,16 +61,17 @@ use crate::vocab::{Change, Flags, Region, SlotKey};
 /// # Order of ioctls in a batch
 ///
 /// The writer hands the changes over as deletes, then moves, then flag
-/// changes, then creates, each kind by slot key; the backend applies them
-/// in that order. Deletes before creates means a batch may reuse a freed
-/// range. A move onto the old range of another slot that the same batch
-/// moves away is refused by the kernel with `EEXIST` (and the batch undone)
-/// when the moving-in slot has the lower key: the kernel sees it before the
-/// range is free.
+/// changes, then creates, each kind by slot key, a move after the moves
+/// that free its new range; the backend applies them in that order, so
+/// that no ioctl finds another slot of the batch in its way. Deletes
+/// before creates means a batch may reuse a freed range. Slots trading
+/// places (a cycle of moves, which no one-at-a-time order of moves can do)
+/// come as a delete of one of them and a create of it after the other
+/// moves: the kernel takes those, and the slot keeps its memory.
 pub struct KvmBackend {
     // Declared first: dropped before the memory below (after `Drop` has
     // deleted every slot anyway).
-    vm: VmFd,
+    vm: Arc<VmFd>,
     address_spaces: u16,
     max_slots: u16,
     gate: Option<VcpuGate>,
@@ -71,10 +84,12 @@ pub struct KvmBackend {
     admitted: BTreeMap<u64, Weak<GuestRam>>,
     /// `admitted.len()` after the last pruning of dead entries.
     admitted_live: usize,
+    /// Changes the writer announced for this call ([`Backend::begin`]).
+    announced: usize,
     /// Changes prepared and not yet committed or aborted in this call.
     pending: usize,
-    /// This backend holds the gate.
-    holding: bool,
+    /// The hold on the gate while a call or batch reaches the kernel.
+    hold: Option<GateHold>,
     stats: KvmStats,
 }
 
@@ -82,6 +97,12 @@ struct KernelSlot {
     region: Region,
     /// Keeps the memory mapped while the kernel has the slot.
     _ram: Arc<GuestRam>,
+    /// Dirty bits the kernel reported for this memory when the backend
+    /// deleted a slot over it (one move of a cycle, split into a delete and
+    /// a create; an undone delete), not yet harvested: the kernel's own log
+    /// of the slot made again starts empty, so these go with the next
+    /// [`KvmWriter::kvm_dirty_log`].
+    carried: Vec<u64>,
 }
 
 /// Counters of a [`KvmBackend`].
@@ -140,20 +161,46 @@ impl std::error::Error for KvmError {}
 
 impl KvmBackend {
     /// The largest configuration the VM's kernel takes: its address spaces
-    /// (`KVM_CAP_MULTI_ADDRESS_SPACE`, at least 1) and slot ids
-    /// (`KVM_CAP_NR_MEMSLOTS`), no limit on total pages.
+    /// (`KVM_CAP_MULTI_ADDRESS_SPACE`, at least 1), slot ids
+    /// (`KVM_CAP_NR_MEMSLOTS`), no limit on total pages, and the guest
+    /// physical address width the kernel enforces for a slot.
+    ///
+    /// # The physical address width
+    ///
+    /// x86 KVM refuses to create or move a slot whose last page lies past
+    /// `kvm_mmu_max_gfn()` (`EINVAL`, in `kvm_arch_prepare_memory_region`),
+    /// which is `2^(max_gpa_bits - 12) - 1` with `max_gpa_bits` the host's
+    /// physical address width under two-dimensional paging (EPT/NPT) but 52
+    /// under shadow paging, whatever the CPUID the guest gets says. No
+    /// ioctl reports it, and CPUID leaf `0x8000_0008` (`EAX[7:0]`, from
+    /// `KVM_GET_SUPPORTED_CPUID`) is not it: on the machines this crate is
+    /// tested on (nested KVM, shadow paging) CPUID says 48 bits, and the
+    /// kernel takes a slot whose last page is just below `2^52` and refuses
+    /// one at `2^52`. A width from CPUID would refuse slots the kernel
+    /// takes. So the width is found by asking the kernel: in a scratch VM
+    /// (`KVM_CREATE_VM` on a new `/dev/kvm` handle; `vm` itself is left
+    /// alone), one-page slots whose last page lies just below `2^b` are
+    /// created for a binary search over `b` (about six ioctls); the largest
+    /// `b` taken is the width. The limit is the same for every VM of the
+    /// kernel module, so the scratch VM stands for `vm`. If the probe cannot
+    /// run (no `/dev/kvm`, a refusal for another reason), the width is 64,
+    /// which refuses nothing the kernel takes (the kernel then refuses such
+    /// a slot itself, [`Error::Backend`] with `EINVAL`, and nothing
+    /// changes).
     pub fn kernel_config(vm: &VmFd) -> Config {
         let (address_spaces, slots) = kernel_limits(vm);
         Config::new(u16::try_from(address_spaces).unwrap_or(u16::MAX), u16::try_from(slots).unwrap_or(u16::MAX))
+            .with_phys_addr_bits(probe_phys_addr_bits().unwrap_or(64))
     }
 
-    /// A backend owning `vm`, for a slot map with `config` (give it
-    /// `slots.config()`).
+    /// A backend for `vm` (a `VmFd` or an `Arc<VmFd>` shared with the VMM),
+    /// for a slot map with `config` (give it `slots.config()`).
     ///
     /// # Errors
     /// [`KvmError::AddressSpaces`] if `config` has more address spaces than
     /// the kernel, [`KvmError::Slots`] if it has more slot ids.
-    pub fn new(vm: VmFd, config: Config) -> Result<KvmBackend, KvmError> {
+    pub fn new(vm: impl Into<Arc<VmFd>>, config: Config) -> Result<KvmBackend, KvmError> {
+        let vm = vm.into();
         let (address_spaces, slots) = kernel_limits(&vm);
         if u32::from(config.address_spaces) > address_spaces {
             return Err(KvmError::AddressSpaces { configured: config.address_spaces, kernel: address_spaces });
@@ -170,8 +217,9 @@ impl KvmBackend {
             retired: Vec::new(),
             admitted: BTreeMap::new(),
             admitted_live: 0,
+            announced: 0,
             pending: 0,
-            holding: false,
+            hold: None,
             stats: KvmStats::default(),
         })
     }
@@ -183,8 +231,9 @@ impl KvmBackend {
         self
     }
 
-    /// The VM, to create vCPUs and devices.
-    pub fn vm(&self) -> &VmFd {
+    /// The VM, to create vCPUs and devices, or to keep a handle of its own
+    /// (clone the `Arc`).
+    pub fn vm(&self) -> &Arc<VmFd> {
         &self.vm
     }
 
@@ -270,23 +319,6 @@ impl KvmBackend {
         result
     }
 
-    fn begin(&mut self) {
-        if let Some(gate) = &self.gate {
-            gate.hold();
-            self.holding = true;
-            self.stats.quiesces += 1;
-        }
-    }
-
-    fn end(&mut self) {
-        if self.holding {
-            if let Some(gate) = &self.gate {
-                gate.release();
-            }
-            self.holding = false;
-        }
-    }
-
     fn apply(&mut self, change: &SlotChange) -> Result<(), i32> {
         if change.key.as_id >= self.address_spaces || change.key.id >= self.max_slots {
             return Err(libc::EINVAL);
@@ -295,11 +327,21 @@ impl KvmBackend {
             (None, Some(new)) => {
                 let ram = self.owned_ram(new.hva, new.npages << PAGE_SHIFT).ok_or(libc::EFAULT)?;
                 self.ioctl(&new, new.npages)?;
-                self.kernel.insert(change.key, KernelSlot { region: new, _ram: ram });
+                // A slot over the memory a slot of this call was deleted from
+                // takes the bits the kernel had for it.
+                let carried = match self.retired_over(change.key, &new) {
+                    Some(slot) if new.flags.contains(Flags::LOG_DIRTY_PAGES) => core::mem::take(&mut slot.carried),
+                    _ => Vec::new(),
+                };
+                self.kernel.insert(change.key, KernelSlot { region: new, _ram: ram, carried });
             }
             (Some(old), None) => {
+                // The kernel's log goes with the slot: keep what it holds.
+                let bits =
+                    if old.flags.contains(Flags::LOG_DIRTY_PAGES) { self.kernel_dirty_log(&old)? } else { Vec::new() };
                 self.ioctl(&old, 0)?;
-                if let Some(slot) = self.kernel.remove(&change.key) {
+                if let Some(mut slot) = self.kernel.remove(&change.key) {
+                    or_into(&mut slot.carried, &bits);
                     self.retired.push((change.key, slot));
                 }
             }
@@ -314,14 +356,37 @@ impl KvmBackend {
         Ok(())
     }
 
+    /// The slot with `key` this call deleted from the kernel over the same
+    /// host range as `region`, the latest if several.
+    fn retired_over(&mut self, key: SlotKey, region: &Region) -> Option<&mut KernelSlot> {
+        let same = |(k, slot): &&mut (SlotKey, KernelSlot)| {
+            *k == key && (slot.region.hva, slot.region.npages) == (region.hva, region.npages)
+        };
+        self.retired.iter_mut().rev().find(same).map(|(_, slot)| slot)
+    }
+
+    /// `KVM_GET_DIRTY_LOG` of a slot the kernel has: its dirty pages since
+    /// the last harvest, cleared.
+    fn kernel_dirty_log(&self, region: &Region) -> Result<Vec<u64>, i32> {
+        let size = usize::try_from(region.npages << PAGE_SHIFT).map_err(|_| libc::EINVAL)?;
+        self.vm.get_dirty_log(region.key().kvm_slot(), size).map_err(|e| e.errno())
+    }
+
     /// Undoes `apply`; a refusal leaves the kernel and the crate out of
-    /// step, so it panics (which poisons the map).
+    /// step, so it panics (which poisons the map, and releases the gate:
+    /// the caller's hold is on its stack).
     fn undo(&mut self, change: &SlotChange) {
         self.stats.undone += 1;
         let result = match (change.old, change.new) {
             (None, Some(new)) => {
                 let result = self.ioctl(&new, 0);
-                self.kernel.remove(&change.key);
+                // Bits it took from a deleted slot go back there, for the
+                // undo of that delete.
+                if let Some(slot) = self.kernel.remove(&change.key) {
+                    if let Some(old) = self.retired_over(change.key, &new) {
+                        or_into(&mut old.carried, &slot.carried);
+                    }
+                }
                 result
             }
             (Some(old), None) => {
@@ -342,10 +407,17 @@ impl KvmBackend {
             (None, None) => Ok(()),
         };
         if let Err(errno) = result {
-            self.end();
             panic!("kvm backend: undoing {change:?} failed with errno {errno}: the kernel's slots and the map's are out of step");
         }
     }
+}
+
+/// ORs `bits` into `into`, growing it to fit.
+fn or_into(into: &mut Vec<u64>, bits: &[u64]) {
+    if into.len() < bits.len() {
+        into.resize(bits.len(), 0);
+    }
+    into.iter_mut().zip(bits).for_each(|(word, bits)| *word |= bits);
 }
 
 fn kernel_limits(vm: &VmFd) -> (u32, u32) {
@@ -355,34 +427,60 @@ fn kernel_limits(vm: &VmFd) -> (u32, u32) {
     (spaces as u32, slots as u32)
 }
 
+/// Whether the guest can see `change`: a create, delete or move. A flags
+/// change only turns dirty logging on or off (validation refuses a
+/// `READONLY` toggle).
+fn seen_by_guest(change: &SlotChange) -> bool {
+    !matches!(change.kind(), Change::FlagsChanged | Change::Unchanged)
+}
+
 impl Backend for KvmBackend {
+    fn begin(&mut self, changes: usize) {
+        self.announced = changes;
+    }
+
     fn prepare(&mut self, change: &SlotChange) -> Result<(), i32> {
-        if self.pending == 0 {
-            self.begin();
+        // On this frame while the backend's code runs: an unwind releases it.
+        let mut hold = self.hold.take();
+        // The call's last ioctl, if no hold is on yet, is its only one the
+        // guest can see, which the kernel applies atomically.
+        let last = self.pending + 1 >= self.announced;
+        if hold.is_none() && !last && seen_by_guest(change) {
+            if let Some(gate) = &self.gate {
+                hold = Some(gate.hold());
+                self.stats.quiesces += 1;
+            }
         }
         let result = self.apply(change);
         match result {
-            Ok(()) => self.pending += 1,
+            Ok(()) => {
+                self.pending += 1;
+                if last {
+                    // The kernel has the whole call: the vCPUs may run on
+                    // it, before any grace period.
+                    hold = None;
+                }
+            }
             // Nothing of this call reached the kernel: no abort follows.
-            Err(_) if self.pending == 0 => self.end(),
+            Err(_) if self.pending == 0 => hold = None,
             Err(_) => {}
         }
+        self.hold = hold;
         result
     }
 
     fn abort(&mut self, change: &SlotChange) {
+        let hold = self.hold.take();
         self.undo(change);
         self.pending = self.pending.saturating_sub(1);
         if self.pending == 0 {
             self.retired.clear();
-            self.end();
+        } else {
+            self.hold = hold;
         }
     }
 
     fn commit(&mut self, _change: &SlotChange) {
-        // Every prepare of the call came before the first commit, and the
-        // crate's sets are published: the vCPUs may run again.
-        self.end();
         self.pending = self.pending.saturating_sub(1);
         if self.pending == 0 {
             // The kernel dropped these slots at `prepare`, and the writer's
@@ -392,9 +490,50 @@ impl Backend for KvmBackend {
     }
 }
 
+/// The widest guest physical address the kernel takes for a slot, in bits
+/// (see [`KvmBackend::kernel_config`]), or `None` if the probe cannot run.
+fn probe_phys_addr_bits() -> Option<u8> {
+    let kvm = Kvm::new().ok()?;
+    // Declared before the VM, so dropped after it.
+    let page = GuestRam::new(PAGE_SIZE as usize).ok()?;
+    let vm = kvm.create_vm().ok()?;
+    let mut slot = 0u32;
+    // Whether a one-page slot whose last page lies just below `2^bits` is
+    // taken: true up to the kernel's width, false above it.
+    let mut takes = |bits: u32| {
+        let region = kvm_userspace_memory_region {
+            slot,
+            flags: 0,
+            guest_phys_addr: (1u64 << bits) - PAGE_SIZE,
+            memory_size: PAGE_SIZE,
+            userspace_addr: page.as_ptr() as u64,
+        };
+        slot += 1;
+        // `page` outlives `vm` (declared before it), and `vm` has no vCPU,
+        // so the kernel never touches the page.
+        // SAFETY: as just said.
+        unsafe { vm.set_user_memory_region(region) }.is_ok()
+    };
+    // Invariant: `takes(low)`, and not `takes(high)` (`2^64` wraps).
+    let (mut low, mut high) = (13u32, 64u32);
+    if !takes(low) {
+        return None;
+    }
+    while high - low > 1 {
+        let mid = (low + high) / 2;
+        if takes(mid) {
+            low = mid;
+        } else {
+            high = mid;
+        }
+    }
+    // 63 taken: nothing short of the top of the address space is refused.
+    Some(if low == 63 { 64 } else { low as u8 })
+}
+
 impl Drop for KvmBackend {
     fn drop(&mut self) {
-        self.end();
+        self.hold = None;
         // vCPU file descriptors keep the kernel's VM alive after `vm` is
         // closed: take every slot out of it before its memory is unmapped.
         let regions: Vec<Region> = self.kernel.values().map(|slot| slot.region).collect();
@@ -411,6 +550,7 @@ impl fmt::Debug for KvmBackend {
             .field("max_slots", &self.max_slots)
             .field("kernel_slots", &self.kernel.len())
             .field("gate", &self.gate)
+            .field("holding", &self.hold.is_some())
             .field("stats", &self.stats)
             .finish()
     }
@@ -446,11 +586,13 @@ impl KvmWriter for Writer<KvmBackend> {
 
     fn kvm_dirty_log(&mut self, key: SlotKey) -> Result<Vec<u64>, Error> {
         let host = self.peek_dirty_log(key)?;
-        let backend = self.backend();
+        let backend = self.backend_mut();
         // The map has the slot, so the kernel has it too (they are in step).
-        let npages = backend.kernel_slot(key).ok_or(Error::Backend { code: libc::ENOENT })?.npages;
-        let size = usize::try_from(npages << PAGE_SHIFT).map_err(|_| Error::Backend { code: libc::EINVAL })?;
-        let guest = backend.vm.get_dirty_log(key.kvm_slot(), size).map_err(|e| Error::Backend { code: e.errno() })?;
+        let region = *backend.kernel_slot(key).ok_or(Error::Backend { code: libc::ENOENT })?;
+        let mut guest = backend.kernel_dirty_log(&region).map_err(|code| Error::Backend { code })?;
+        if let Some(slot) = backend.kernel.get_mut(&key) {
+            or_into(&mut guest, &core::mem::take(&mut slot.carried));
+        }
         self.clear_dirty_log(key, 0, &host)?;
         Ok(host.iter().zip(guest.iter().chain(core::iter::repeat(&0))).map(|(h, g)| h | g).collect())
     }

@@ -7,7 +7,7 @@
 //! two of them would see the first applied and not the second. The gate
 //! closes the window: [`VcpuGate::hold`] kicks every vCPU out of `KVM_RUN`
 //! and waits until none is inside; a vCPU that wants to enter waits at the
-//! gate until [`VcpuGate::release`].
+//! gate until the [`GateHold`] it returned is dropped.
 //!
 //! A kick is the pair every VMM uses: `kvm_run.immediate_exit = 1`, so that
 //! a vCPU about to enter `KVM_RUN` returns at once, and a signal to the
@@ -15,12 +15,22 @@
 //! the vCPU's run loop sees `EINTR`
 //! ([`Exit::Interrupted`](super::Exit::Interrupted) with the
 //! [`Vcpu`](super::Vcpu) helper), and its next entry waits at the gate.
+//!
+//! A registered vCPU is *parked* whenever it is not inside
+//! [`GateVcpu::run`]: its `immediate_exit` stays 1 (module invariant 2), so
+//! a run loop that calls [`VcpuFd::run`] on it directly, forgetting the
+//! gate, gets `EINTR` at once, every time, and never runs the guest behind
+//! the gate's back.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use core::sync::atomic::Ordering;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use kvm_ioctls::{VcpuExit, VcpuFd};
+use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
+
+use crate::kvm::run::RunMap;
 
 /// How long a [`VcpuGate::hold`] waits for the vCPUs it kicked before it
 /// kicks them again (a signal that arrived before the vCPU entered the
@@ -32,25 +42,30 @@ const REKICK: Duration = Duration::from_millis(2);
 ///
 /// # What a VMM with its own run loop must do
 ///
-/// - Call [`VcpuGate::run`] instead of [`VcpuFd::run`]. It waits while the
-///   gate is held, enters `KVM_RUN`, and leaves the gate when `KVM_RUN`
-///   returns.
+/// - [Register](VcpuGate::register) every vCPU, and run it with
+///   [`GateVcpu::run`] instead of [`VcpuFd::run`]. It waits while the gate
+///   is held, enters `KVM_RUN`, and leaves the gate when `KVM_RUN` returns.
+///   While registered, the vCPU's own [`VcpuFd::run`] returns `EINTR` at
+///   once (it is parked): a loop that forgets the gate does not run the
+///   guest at all. Dropping the [`GateVcpu`] unregisters it.
 /// - Treat `Err(e)` with `e.errno() == libc::EINTR` as "kicked": loop and
 ///   call `run` again (which waits at the gate while a batch is applied).
 /// - Not block the gate's signal ([`VcpuGate::signal`], `SIGRTMIN` by
-///   default) on vCPU threads ([`VcpuGate::run`] unblocks it on each thread
+///   default) on vCPU threads ([`GateVcpu::run`] unblocks it on each thread
 ///   once), and not install `SIG_IGN` for it. If the VMM already has its own
 ///   handler for that signal, the gate keeps it: any handler interrupts
 ///   `KVM_RUN`.
 /// - Not hold a [`View`](crate::View) (nor anything the memory writer waits
-///   for) across `run`: the writer holds the vCPUs at the gate while it
+///   for) across `run`: the writer may hold the vCPUs at the gate while it
 ///   waits for readers.
-/// - Leave `kvm_run.immediate_exit` alone while inside `run`; the gate
-///   clears it after a kick of its own.
+/// - Leave `kvm_run.immediate_exit` alone (no
+///   [`VcpuFd::set_kvm_immediate_exit`]) while the vCPU is registered: the
+///   gate owns it (module invariant 2; a debug build checks it at each
+///   hold).
 ///
 /// Every hold kicks the running vCPUs, so holds back to back with no pause
 /// starve them: put many slot changes in one batch (one hold) rather than
-/// making them one by one in a tight loop.
+/// holding the gate around each of many single changes.
 #[derive(Clone)]
 pub struct VcpuGate {
     shared: Arc<Shared>,
@@ -75,24 +90,19 @@ struct State {
     waiting: u32,
     /// The vCPUs between entering and leaving `KVM_RUN`.
     running: Vec<Running>,
+    /// Every registered vCPU: its token and the gate's mapping of its
+    /// `kvm_run`.
+    registered: Vec<(u64, Arc<RunMap>)>,
     next_token: u64,
     stats: GateStats,
 }
 
-/// One vCPU inside [`VcpuGate::run`].
+/// One vCPU inside [`GateVcpu::run`].
 struct Running {
     token: u64,
     thread: libc::pthread_t,
-    /// `kvm_run.immediate_exit` of the vCPU, valid while it is listed.
-    immediate_exit: *const AtomicU8,
-    /// The gate set `immediate_exit`; the vCPU clears it when it leaves.
-    kicked: bool,
+    run: Arc<RunMap>,
 }
-
-// SAFETY: the pointer is only dereferenced under the gate's lock while the
-// vCPU it belongs to is listed, that is inside `VcpuGate::run`, which
-// borrows the `VcpuFd` (and so its `kvm_run` mapping) for that time.
-unsafe impl Send for Running {}
 
 /// Counters of a gate, for tests and reports.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -112,12 +122,51 @@ pub struct GateStats {
     pub max_drain_ns: u64,
 }
 
+/// A hold on a [`VcpuGate`] ([`VcpuGate::hold`]): no vCPU is inside
+/// `KVM_RUN` through the gate while it lives. Dropping it, also while a
+/// panic unwinds, releases the hold.
+#[must_use = "the gate opens again when the hold is dropped"]
+pub struct GateHold {
+    shared: Arc<Shared>,
+}
+
+impl Drop for GateHold {
+    fn drop(&mut self) {
+        let mut state = lock(&self.shared);
+        state.holds = state.holds.saturating_sub(1);
+        if state.holds == 0 && state.waiting > 0 {
+            self.shared.open.notify_all();
+        }
+    }
+}
+
+impl core::fmt::Debug for GateHold {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("GateHold").finish_non_exhaustive()
+    }
+}
+
+/// A vCPU registered with a gate ([`VcpuGate::register`]); run it with
+/// [`GateVcpu::run`]. Dropping it unregisters the vCPU (and unparks it).
+pub struct GateVcpu {
+    gate: VcpuGate,
+    run: Arc<RunMap>,
+    fd: RawFd,
+    token: u64,
+}
+
+fn lock(shared: &Shared) -> MutexGuard<'_, State> {
+    // A panic while holding the lock leaves the state consistent (every
+    // update is a single step), so a poisoned lock is used as is.
+    shared.state.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 impl VcpuGate {
     /// A gate kicking with `SIGRTMIN`.
     ///
     /// # Errors
     /// The errno of `sigaction` if the signal handler cannot be installed.
-    pub fn new() -> std::io::Result<VcpuGate> {
+    pub fn new() -> io::Result<VcpuGate> {
         VcpuGate::with_signal(libc::SIGRTMIN())
     }
 
@@ -127,7 +176,7 @@ impl VcpuGate {
     /// # Errors
     /// `EINVAL` for a signal outside `1..=SIGRTMAX`; the errno of
     /// `sigaction`.
-    pub fn with_signal(signal: libc::c_int) -> std::io::Result<VcpuGate> {
+    pub fn with_signal(signal: libc::c_int) -> io::Result<VcpuGate> {
         install_handler(signal)?;
         let shared = Shared { state: Mutex::default(), open: Condvar::new(), drained: Condvar::new(), signal };
         Ok(VcpuGate { shared: Arc::new(shared) })
@@ -139,111 +188,95 @@ impl VcpuGate {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock leaves the state consistent (every
-        // update is a single step), so a poisoned lock is used as is.
-        self.shared.state.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.shared)
     }
 
-    /// `KVM_RUN` through the gate: waits while the gate is held, runs, and
-    /// leaves. A kick returns `Err` with `EINTR`, like a signal does for
-    /// [`VcpuFd::run`].
+    /// Registers `vcpu` (of `vm`): maps its `kvm_run` for the gate and
+    /// parks it, so that from now on it runs only through
+    /// [`GateVcpu::run`].
     ///
     /// # Errors
-    /// The errno of `KVM_RUN`.
-    pub fn run<'a>(&self, vcpu: &'a mut VcpuFd) -> Result<VcpuExit<'a>, kvm_ioctls::Error> {
-        unblock_on_this_thread(self.shared.signal);
-        let run: *mut kvm_bindings::kvm_run = vcpu.get_kvm_run();
-        // `immediate_exit` is a byte that user space owns and the kernel only
-        // reads, and `AtomicU8` has the layout and alignment of `u8`. Only the
-        // gate writes it while the vCPU is listed, with atomic accesses, and
-        // the vCPU does not touch it then (see the type's docs).
-        // SAFETY: `run` points to the vCPU's mapped `kvm_run`, which lives as
-        // long as `vcpu`; the field projection reads nothing.
-        let immediate_exit = unsafe { core::ptr::addr_of_mut!((*run).immediate_exit) }.cast::<AtomicU8>();
-        let token = {
-            let mut state = self.lock();
-            state.stats.entries += 1;
-            if state.holds > 0 {
-                state.stats.waited += 1;
-            }
-            while state.holds > 0 {
-                state.waiting += 1;
-                state = self.shared.open.wait(state).unwrap_or_else(PoisonError::into_inner);
-                state.waiting -= 1;
-            }
-            let token = state.next_token;
-            state.next_token += 1;
-            // SAFETY: `pthread_self` has no preconditions.
-            let thread = unsafe { libc::pthread_self() };
-            state.running.push(Running { token, thread, immediate_exit, kicked: false });
-            token
-        };
-        let result = vcpu.run();
+    /// The errno of `mmap`.
+    pub fn register(&self, vm: &VmFd, vcpu: &VcpuFd) -> io::Result<GateVcpu> {
+        self.register_mapped(vcpu, vm.run_size())
+    }
+
+    /// [`VcpuGate::register`] for a `kvm_run` area of `len` bytes.
+    pub(crate) fn register_mapped(&self, vcpu: &VcpuFd, len: usize) -> io::Result<GateVcpu> {
+        let run = Arc::new(RunMap::new(vcpu, len)?);
+        // Relaxed: the vCPU is parked before it can run through the gate;
+        // its own thread reads the flag only inside `KVM_RUN` (module
+        // invariant 2).
+        run.immediate_exit().store(1, Ordering::Relaxed);
         let mut state = self.lock();
-        if let Some(at) = state.running.iter().position(|r| r.token == token) {
-            let me = state.running.swap_remove(at);
-            if me.kicked {
-                // Relaxed: the next `KVM_RUN` is on this thread.
-                // SAFETY: as above; `vcpu` is still borrowed, and the exit
-                // data returned in `result` does not cover this byte.
-                unsafe { (*me.immediate_exit).store(0, Ordering::Relaxed) };
-            }
-        }
-        if state.running.is_empty() && state.holds > 0 {
-            self.shared.drained.notify_all();
-        }
+        let token = state.next_token;
+        state.next_token += 1;
+        state.registered.push((token, run.clone()));
         drop(state);
-        result
+        Ok(GateVcpu { gate: self.clone(), run, fd: vcpu.as_raw_fd(), token })
     }
 
     /// Closes the gate: kicks every vCPU inside `KVM_RUN` out and returns
-    /// once none is inside; until [`VcpuGate::release`], vCPUs wait at the
-    /// gate. Holds nest (the gate opens when every hold is released).
+    /// once none is inside; until the returned [`GateHold`] is dropped,
+    /// vCPUs wait at the gate. Holds nest (the gate opens when every hold is
+    /// dropped).
     ///
-    /// Call it from a thread that is not itself inside [`VcpuGate::run`].
-    pub fn hold(&self) {
-        let mut state = self.lock();
-        if state.holds == 0 {
-            state.stats.holds += 1;
+    /// Call it from a thread that is not itself inside [`GateVcpu::run`].
+    ///
+    /// # Panics
+    /// In a debug build, if a registered vCPU outside [`GateVcpu::run`] is
+    /// not parked (its `immediate_exit` was cleared behind the gate's back,
+    /// so it may be running outside the gate).
+    pub fn hold(&self) -> GateHold {
+        {
+            let mut state = self.lock();
+            if state.holds == 0 {
+                state.stats.holds += 1;
+            }
+            state.holds += 1;
         }
-        state.holds += 1;
+        // Made once the hold is counted, so that dropping it (also on an
+        // unwind from the wait below) undoes exactly this hold.
+        let hold = GateHold { shared: self.shared.clone() };
+        self.drain();
+        hold
+    }
+
+    /// Kicks the running vCPUs until none is inside `KVM_RUN`.
+    fn drain(&self) {
+        let mut state = self.lock();
+        #[cfg(debug_assertions)]
+        for (token, run) in &state.registered {
+            // Relaxed: written under this lock, or by the VMM in breach of
+            // the gate's rules, which is what this looks for.
+            let parked = run.immediate_exit().load(Ordering::Relaxed) == 1;
+            let running = state.running.iter().any(|r| r.token == *token);
+            assert!(
+                parked || running,
+                "memslots: a vCPU registered with the gate is not parked outside GateVcpu::run: \
+                 something cleared its kvm_run.immediate_exit and may run it outside the gate"
+            );
+        }
         if state.running.is_empty() {
             return;
         }
         let started = std::time::Instant::now();
         while !state.running.is_empty() {
             let signal = self.shared.signal;
-            let mut kicks = 0;
-            for vcpu in state.running.iter_mut() {
-                if !vcpu.kicked {
-                    // Relaxed: the kernel reads it on entry to `KVM_RUN`,
-                    // after the signal below; a vCPU already inside gets it.
-                    // SAFETY: the vCPU is listed, so its `kvm_run` is mapped
-                    // (see `Running`).
-                    unsafe { (*vcpu.immediate_exit).store(1, Ordering::Relaxed) };
-                    vcpu.kicked = true;
-                }
+            for vcpu in &state.running {
+                // Relaxed: the kernel reads it on entry to `KVM_RUN`, after
+                // the signal below; a vCPU already inside gets the signal.
+                vcpu.run.immediate_exit().store(1, Ordering::Relaxed);
                 // SAFETY: a listed vCPU's thread is alive: it is inside
                 // `run` and removes itself under this lock before leaving.
                 unsafe { libc::pthread_kill(vcpu.thread, signal) };
-                kicks += 1;
             }
-            state.stats.kicks += kicks;
+            state.stats.kicks += state.running.len() as u64;
             state = self.shared.drained.wait_timeout(state, REKICK).unwrap_or_else(PoisonError::into_inner).0;
         }
         let waited = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
         state.stats.drain_ns = state.stats.drain_ns.saturating_add(waited);
         state.stats.max_drain_ns = state.stats.max_drain_ns.max(waited);
-    }
-
-    /// Opens the gate again after [`VcpuGate::hold`] (once every nested hold
-    /// is released). A release without a hold does nothing.
-    pub fn release(&self) {
-        let mut state = self.lock();
-        state.holds = state.holds.saturating_sub(1);
-        if state.holds == 0 && state.waiting > 0 {
-            self.shared.open.notify_all();
-        }
     }
 
     /// Whether the gate is held.
@@ -254,6 +287,11 @@ impl VcpuGate {
     /// vCPUs inside `KVM_RUN` (or about to enter it) right now.
     pub fn running(&self) -> usize {
         self.lock().running.len()
+    }
+
+    /// vCPUs registered with the gate.
+    pub fn registered(&self) -> usize {
+        self.lock().registered.len()
     }
 
     /// The gate's counters.
@@ -268,9 +306,80 @@ impl core::fmt::Debug for VcpuGate {
         f.debug_struct("VcpuGate")
             .field("signal", &self.shared.signal)
             .field("holds", &state.holds)
+            .field("registered", &state.registered.len())
             .field("running", &state.running.len())
             .field("stats", &state.stats)
             .finish()
+    }
+}
+
+impl GateVcpu {
+    /// `KVM_RUN` through the gate: waits while the gate is held, runs, and
+    /// leaves. A kick returns `Err` with `EINTR`, like a signal does for
+    /// [`VcpuFd::run`].
+    ///
+    /// # Errors
+    /// `EINVAL` if `vcpu` is not the vCPU this was registered for; the
+    /// errno of `KVM_RUN`.
+    pub fn run<'a>(&mut self, vcpu: &'a mut VcpuFd) -> Result<VcpuExit<'a>, kvm_ioctls::Error> {
+        if vcpu.as_raw_fd() != self.fd {
+            return Err(kvm_ioctls::Error::new(libc::EINVAL));
+        }
+        let shared = &*self.gate.shared;
+        unblock_on_this_thread(shared.signal);
+        {
+            let mut state = lock(shared);
+            state.stats.entries += 1;
+            if state.holds > 0 {
+                state.stats.waited += 1;
+            }
+            while state.holds > 0 {
+                state.waiting += 1;
+                state = shared.open.wait(state).unwrap_or_else(PoisonError::into_inner);
+                state.waiting -= 1;
+            }
+            // SAFETY: `pthread_self` has no preconditions.
+            let thread = unsafe { libc::pthread_self() };
+            state.running.push(Running { token: self.token, thread, run: self.run.clone() });
+            // Relaxed: under the lock a kick's store also takes, so no kick
+            // is lost to this one; the kernel reads it on this thread's
+            // `KVM_RUN` below.
+            self.run.immediate_exit().store(0, Ordering::Relaxed);
+        }
+        let result = vcpu.run();
+        let mut state = lock(shared);
+        // Parked again before the gate forgets the vCPU ran (module
+        // invariant 2). Relaxed: as above.
+        self.run.immediate_exit().store(1, Ordering::Relaxed);
+        if let Some(at) = state.running.iter().position(|r| r.token == self.token) {
+            state.running.swap_remove(at);
+        }
+        if state.running.is_empty() && state.holds > 0 {
+            shared.drained.notify_all();
+        }
+        drop(state);
+        result
+    }
+
+    /// The gate.
+    pub fn gate(&self) -> &VcpuGate {
+        &self.gate
+    }
+}
+
+impl Drop for GateVcpu {
+    fn drop(&mut self) {
+        let mut state = self.gate.lock();
+        state.registered.retain(|(token, _)| *token != self.token);
+        // Unparked: the vCPU may run without the gate from now on. Relaxed:
+        // as in `register_mapped`.
+        self.run.immediate_exit().store(0, Ordering::Relaxed);
+    }
+}
+
+impl core::fmt::Debug for GateVcpu {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("GateVcpu").field("fd", &self.fd).field("gate", &self.gate).finish()
     }
 }
 
@@ -287,9 +396,9 @@ static INSTALLED: Mutex<u128> = Mutex::new(0);
 /// whatever the flag (KVM returns `-EINTR`, which is never restarted), and
 /// a kick that lands while the vCPU thread is in some other system call
 /// then restarts that call instead of failing it.
-fn install_handler(signal: libc::c_int) -> std::io::Result<()> {
+fn install_handler(signal: libc::c_int) -> io::Result<()> {
     if signal < 1 || signal > libc::SIGRTMAX() || signal >= 128 {
-        return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
     }
     let mut installed = INSTALLED.lock().unwrap_or_else(PoisonError::into_inner);
     let bit = 1u128 << signal;
@@ -300,7 +409,7 @@ fn install_handler(signal: libc::c_int) -> std::io::Result<()> {
     let mut old: libc::sigaction = unsafe { core::mem::zeroed() };
     // SAFETY: reads the current action into `old`.
     if unsafe { libc::sigaction(signal, core::ptr::null(), &mut old) } != 0 {
-        return Err(std::io::Error::last_os_error());
+        return Err(io::Error::last_os_error());
     }
     if old.sa_sigaction == libc::SIG_DFL || old.sa_sigaction == libc::SIG_IGN {
         // SAFETY: as above.
@@ -314,7 +423,7 @@ fn install_handler(signal: libc::c_int) -> std::io::Result<()> {
             libc::sigaction(signal, &action, core::ptr::null_mut())
         };
         if ok != 0 {
-            return Err(std::io::Error::last_os_error());
+            return Err(io::Error::last_os_error());
         }
     }
     *installed |= bit;

@@ -5,7 +5,8 @@ use kvm_bindings::{kvm_regs, kvm_segment, KVM_EXIT_IO, KVM_EXIT_IO_IN, KVM_EXIT_
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
 
 use crate::access::AccessError;
-use crate::kvm::gate::VcpuGate;
+use crate::kvm::gate::{GateVcpu, VcpuGate};
+use crate::kvm::run::RunMap;
 use crate::map::View;
 
 /// Bytes of guest memory [`Vcpu::setup_long_mode`] writes at `tables`: a
@@ -100,27 +101,41 @@ impl std::error::Error for SetupError {}
 /// An x86-64 vCPU for tests and examples.
 pub struct Vcpu {
     fd: VcpuFd,
-    gate: Option<VcpuGate>,
+    /// The helper's own mapping of `kvm_run`, for the exit data (module
+    /// invariant 1).
+    run: RunMap,
+    run_size: usize,
+    gate: Option<GateVcpu>,
+}
+
+/// The errno of a failed `mmap`, as kvm-ioctls reports errors.
+fn errno(error: &std::io::Error) -> kvm_ioctls::Error {
+    kvm_ioctls::Error::new(error.raw_os_error().unwrap_or(libc::EINVAL))
 }
 
 impl Vcpu {
     /// Creates vCPU `id` of `vm`, with the CPUID the host's KVM supports.
     ///
     /// # Errors
-    /// The errno of `KVM_CREATE_VCPU`, `KVM_GET_SUPPORTED_CPUID` or
+    /// The errno of `KVM_CREATE_VCPU`, `mmap`, `KVM_GET_SUPPORTED_CPUID` or
     /// `KVM_SET_CPUID2`.
     pub fn new(vm: &VmFd, id: u64) -> Result<Vcpu, kvm_ioctls::Error> {
         let fd = vm.create_vcpu(id)?;
+        let run = RunMap::new(&fd, vm.run_size()).map_err(|e| errno(&e))?;
         let cpuid = Kvm::new()?.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)?;
         fd.set_cpuid2(&cpuid)?;
-        Ok(Vcpu { fd, gate: None })
+        Ok(Vcpu { fd, run, run_size: vm.run_size(), gate: None })
     }
 
-    /// Runs through `gate` from now on, so that a [`KvmBackend`](super::KvmBackend)
-    /// holding the gate keeps this vCPU out of `KVM_RUN` during a batch.
-    pub fn with_gate(mut self, gate: VcpuGate) -> Vcpu {
-        self.gate = Some(gate);
-        self
+    /// Registers the vCPU with `gate` and runs through it from now on, so
+    /// that a [`KvmBackend`](super::KvmBackend) holding the gate keeps this
+    /// vCPU out of `KVM_RUN` during a batch.
+    ///
+    /// # Errors
+    /// The errno of [`VcpuGate::register`].
+    pub fn with_gate(mut self, gate: &VcpuGate) -> Result<Vcpu, kvm_ioctls::Error> {
+        self.gate = Some(gate.register_mapped(&self.fd, self.run_size).map_err(|e| errno(&e))?);
+        Ok(self)
     }
 
     /// The vCPU's file descriptor, for other ioctls.
@@ -128,7 +143,9 @@ impl Vcpu {
         &self.fd
     }
 
-    /// The vCPU's file descriptor, mutably.
+    /// The vCPU's file descriptor, mutably. With a gate, its own
+    /// [`VcpuFd::run`] returns `EINTR` at once: the vCPU runs only through
+    /// [`Vcpu::run`].
     pub fn fd_mut(&mut self) -> &mut VcpuFd {
         &mut self.fd
     }
@@ -234,18 +251,20 @@ impl Vcpu {
     ///
     /// # Errors
     /// The errno of `KVM_RUN`, except `EINTR`, which is
-    /// [`Exit::Interrupted`].
+    /// [`Exit::Interrupted`]; `EFAULT` if the kernel put port IO data
+    /// outside the `kvm_run` area.
     pub fn run(&mut self) -> Result<Exit, kvm_ioctls::Error> {
-        let result = match &self.gate {
+        let result = match &mut self.gate {
             Some(gate) => gate.run(&mut self.fd),
             None => self.fd.run(),
         };
+        // Port IO data lies past `struct kvm_run`, beyond what the exit's
+        // slices may reach (module invariant 1): only their lengths are
+        // taken here, and the bytes go through the helper's own mapping
+        // once the exit (and kvm-ioctls' borrow of `kvm_run`) has ended.
         let exit = match result {
-            Ok(VcpuExit::IoOut(port, data)) => Some(Exit::IoOut { port, size: data.len() as u8, data: le32(data) }),
-            Ok(VcpuExit::IoIn(port, data)) => {
-                data.fill(0xff);
-                Some(Exit::IoIn { port, size: data.len() as u8 })
-            }
+            Ok(VcpuExit::IoOut(port, data)) => Some(Exit::IoOut { port, size: data.len() as u8, data: 0 }),
+            Ok(VcpuExit::IoIn(port, data)) => Some(Exit::IoIn { port, size: data.len() as u8 }),
             Ok(VcpuExit::MmioRead(addr, data)) => {
                 data.fill(0xff);
                 Some(Exit::MmioRead { addr, len: data.len() as u8 })
@@ -262,38 +281,64 @@ impl Vcpu {
             Err(e) if e.errno() == libc::EINTR => Some(Exit::Interrupted),
             Err(e) => return Err(e),
         };
-        Ok(exit.unwrap_or_else(|| Exit::Other(self.fd.get_kvm_run().exit_reason)))
+        match exit {
+            Some(Exit::IoOut { port, size, .. }) => {
+                let mut bytes = [0u8; 4];
+                let data = self.io_data(usize::from(size).min(4))?;
+                // SAFETY: `io_data` checked that the bytes lie in the
+                // mapping; the kernel wrote them before `KVM_RUN` returned.
+                unsafe { core::ptr::copy_nonoverlapping(data, bytes.as_mut_ptr(), usize::from(size).min(4)) };
+                Ok(Exit::IoOut { port, size, data: u32::from_le_bytes(bytes) })
+            }
+            Some(Exit::IoIn { port, size }) => {
+                let io = self.run.io();
+                let len = usize::from(io.size) * io.count as usize;
+                let data = self.io_data(len)?;
+                // SAFETY: as above; the kernel reads them on the next
+                // `KVM_RUN`, on this thread.
+                unsafe { core::ptr::write_bytes(data, 0xff, len) };
+                Ok(Exit::IoIn { port, size })
+            }
+            Some(exit) => Ok(exit),
+            None => Ok(Exit::Other(self.run.exit_reason())),
+        }
+    }
+
+    /// The port IO data of the last exit, `len` bytes, in the helper's
+    /// mapping.
+    fn io_data(&mut self, len: usize) -> Result<*mut u8, kvm_ioctls::Error> {
+        let offset = self.run.io().data_offset;
+        self.run.bytes(offset, len).ok_or_else(|| kvm_ioctls::Error::new(libc::EFAULT))
     }
 
     /// The value the guest reads for the last [`Exit::IoIn`] or
     /// [`Exit::MmioRead`] (little-endian, cut to the access size). Does
     /// nothing after any other exit.
     pub fn respond(&mut self, value: u64) {
-        let run = self.fd.get_kvm_run();
         let bytes = value.to_le_bytes();
-        match run.exit_reason {
+        let (at, len) = match self.run.exit_reason() {
             KVM_EXIT_IO => {
-                // SAFETY: the exit reason says `io` is the live union field.
-                let io = unsafe { run.__bindgen_anon_1.io };
+                let io = self.run.io();
                 if u32::from(io.direction) != KVM_EXIT_IO_IN {
                     return;
                 }
                 let len = (usize::from(io.size) * io.count as usize).min(8);
-                let start = (run as *mut kvm_bindings::kvm_run).cast::<u8>();
-                // SAFETY: the kernel put the data at `data_offset` inside the
-                // `kvm_run` mapping, `size * count` bytes long.
-                let data = unsafe { core::slice::from_raw_parts_mut(start.add(io.data_offset as usize), len) };
-                data.copy_from_slice(&bytes[..len]);
+                (self.run.bytes(io.data_offset, len), len)
             }
             KVM_EXIT_MMIO => {
-                // SAFETY: the exit reason says `mmio` is the live union field.
-                let mmio = unsafe { &mut run.__bindgen_anon_1.mmio };
-                if mmio.is_write == 0 {
-                    let len = (mmio.len as usize).min(8);
-                    mmio.data[..len].copy_from_slice(&bytes[..len]);
+                let (is_write, len) = self.run.mmio();
+                if is_write {
+                    return;
                 }
+                let len = (len as usize).min(8);
+                (self.run.bytes(RunMap::MMIO_DATA as u64, len), len)
             }
-            _ => {}
+            _ => return,
+        };
+        if let Some(at) = at {
+            // SAFETY: `bytes` checked that the bytes lie in the mapping; the
+            // kernel reads them on the next `KVM_RUN`, on this thread.
+            unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), at, len) };
         }
     }
 
@@ -310,12 +355,4 @@ impl core::fmt::Debug for Vcpu {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Vcpu").field("gate", &self.gate.is_some()).finish_non_exhaustive()
     }
-}
-
-/// Up to four bytes, little-endian.
-fn le32(data: &[u8]) -> u32 {
-    let mut bytes = [0u8; 4];
-    let len = data.len().min(4);
-    bytes[..len].copy_from_slice(&data[..len]);
-    u32::from_le_bytes(bytes)
 }

@@ -269,13 +269,15 @@ impl<'a, B: Backend> Engine<'a, B> {
     }
 
     /// Refuses a batch on a thread that holds a view (the grace period would
-    /// wait for it forever), then asks the backend to prepare every change,
-    /// in `order`; on a refusal, aborts those it prepared. Returns the
-    /// operation to blame, if one, and the error.
+    /// wait for it forever), then tells the backend how many changes follow
+    /// and asks it to prepare every change, in `order`; on a refusal, aborts
+    /// those it prepared. Returns the operation to blame, if one, and the
+    /// error.
     fn prepare(&mut self, order: &[(SlotChange, usize)]) -> Option<(Option<usize>, Error)> {
         if self.inner.epochs.held_on_this_thread() {
             return Some((None, Error::ViewHeldByWriterThread));
         }
+        self.backend.begin(order.len());
         for (i, &(change, index)) in order.iter().enumerate() {
             if let Err(code) = self.backend.prepare(&change) {
                 for (change, _) in order[..i].iter().rev() {

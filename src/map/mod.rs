@@ -1,5 +1,6 @@
-//! Layer 6, the slot map: per address space two slot sets, wait-free
-//! readers, one writer. It stands on host memory (what a slot holds), the
+//! Layer 6, the slot map: per address space two slot sets, readers that
+//! never wait (wait-free where an atomic exchange is one instruction: see
+//! the crate docs), one writer. It stands on host memory (what a slot holds), the
 //! backend seam (what the writer tells), the errors, the vocabulary and the
 //! base.
 //!
@@ -111,9 +112,8 @@ pub struct Config {
     pub max_total_pages: u64,
     /// The width of a guest physical address, in bits: no slot may reach
     /// past `2^phys_addr_bits` (KVM on x86 refuses such a slot with
-    /// `EINVAL`; the `kvm` backend's
-    /// [`kernel_config`](crate::kvm::KvmBackend::kernel_config) sets the
-    /// kernel's width). 64, the default, sets no limit beyond the address
+    /// `EINVAL`; with the `kvm` feature, `KvmBackend::kernel_config` sets
+    /// the kernel's width). 64, the default, sets no limit beyond the address
     /// itself; values outside 13..=64 are refused by [`Memslots::new`].
     pub phys_addr_bits: u8,
 }
@@ -165,6 +165,34 @@ impl Default for Config {
 }
 
 /// The slot map of one VM. Cloning it is cheap and shares the map.
+///
+/// It hands out the one [`Writer`] and any number of [`Reader`]s, and
+/// counts what the map holds.
+///
+/// ```
+/// use memslots::{Config, Flags, Memslots, Region};
+///
+/// let slots = Memslots::new(Config::default())?;
+/// assert_eq!(slots.config(), Config::default());
+/// let vcpu = slots.reader(); // one per vCPU thread
+/// let device = slots.device_reader(); // one per device or VM-wide thread
+/// assert_eq!(slots.reader_words(), 2);
+///
+/// let mut writer = slots.writer()?;
+/// let ram = Region { id: 0, as_id: 0, base_gfn: 0, npages: 0x100, hva: 0x7f00_0000_0000, flags: Flags::empty() };
+/// let smram = Region { as_id: 1, base_gfn: 0xa0, npages: 0x20, hva: 0x7f00_1000_0000, ..ram };
+/// writer.create(ram)?;
+/// writer.create(smram)?;
+/// assert_eq!(slots.total_pages(), 0x120);
+/// assert_eq!(slots.slot_objects(), 2); // both sets share one copy of each slot
+///
+/// // A clone is the same map.
+/// let clone = slots.clone();
+/// assert_eq!(clone.total_pages(), 0x120);
+/// assert_eq!(device.pin().gfn_to_hva(0xa1), Some(0x7f00_0000_0000 + 0xa1 * 4096));
+/// assert_eq!(vcpu.pin().slots().count(), 1); // address space 0
+/// # Ok::<(), memslots::Error>(())
+/// ```
 #[derive(Clone)]
 pub struct Memslots {
     inner: Arc<Inner>,
@@ -173,6 +201,14 @@ pub struct Memslots {
 impl Memslots {
     /// An empty slot map whose writer waits with [`SpinThenYield`].
     ///
+    /// ```
+    /// use memslots::{Config, Error, Memslots};
+    ///
+    /// assert!(Memslots::new(Config::new(1, 512)).is_ok());
+    /// assert_eq!(Memslots::new(Config::new(0, 512)).err(), Some(Error::InvalidConfig));
+    /// assert_eq!(Memslots::new(Config::default().with_phys_addr_bits(12)).err(), Some(Error::InvalidConfig));
+    /// ```
+    ///
     /// # Errors
     /// [`Error::InvalidConfig`] for no address space or no slot, or a
     /// physical address width outside 13..=64 bits.
@@ -180,7 +216,26 @@ impl Memslots {
         Memslots::with_wait(config, SpinThenYield)
     }
 
-    /// An empty slot map whose writer waits for grace periods with `wait`.
+    /// An empty slot map whose writer waits for grace periods with `wait`
+    /// (the [`Wait`] docs show one that counts its steps).
+    ///
+    /// ```
+    /// use memslots::{Config, Memslots, Stall, Wait};
+    ///
+    /// /// Spins only, as a `no_std` hypervisor might, and logs long waits.
+    /// struct Spin;
+    /// impl Wait for Spin {
+    ///     fn pause(&self, _step: u32) {
+    ///         core::hint::spin_loop();
+    ///     }
+    ///     fn stalled(&self, stall: &Stall) {
+    ///         eprintln!("writer waited {} steps for reader {:?}", stall.steps, stall.reader);
+    ///     }
+    /// }
+    /// let slots = Memslots::with_wait(Config::default(), Spin)?;
+    /// assert!(slots.writer().is_ok());
+    /// # Ok::<(), memslots::Error>(())
+    /// ```
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] for no address space or no slot, or a
@@ -194,6 +249,14 @@ impl Memslots {
     }
 
     /// The configuration.
+    ///
+    /// ```
+    /// use memslots::{Config, Memslots};
+    ///
+    /// let slots = Memslots::new(Config::new(1, 512))?;
+    /// assert_eq!((slots.config().address_spaces, slots.config().max_slots), (1, 512));
+    /// # Ok::<(), memslots::Error>(())
+    /// ```
     pub fn config(&self) -> Config {
         self.inner.config
     }
@@ -250,6 +313,16 @@ impl Memslots {
 
     /// A reader for a vCPU thread, with its own last-used-slot cache.
     /// Registering it may allocate; its lookups never do.
+    ///
+    /// ```
+    /// use memslots::{Config, Memslots};
+    ///
+    /// let slots = Memslots::new(Config::default())?;
+    /// let vcpu = slots.reader();
+    /// assert!(vcpu.is_vcpu());
+    /// assert_eq!(vcpu.address_space(), 0);
+    /// # Ok::<(), memslots::Error>(())
+    /// ```
     pub fn reader(&self) -> Reader {
         Reader::new(self.inner.clone(), true)
     }
@@ -258,12 +331,32 @@ impl Memslots {
     /// behind it the set's shared one, which device readers read on a miss
     /// and fill, while it is empty, with a slot that proved hot (two lookups
     /// in a row).
+    ///
+    /// ```
+    /// use memslots::{Config, Memslots};
+    ///
+    /// let slots = Memslots::new(Config::default())?;
+    /// assert!(!slots.device_reader().is_vcpu());
+    /// # Ok::<(), memslots::Error>(())
+    /// ```
     pub fn device_reader(&self) -> Reader {
         Reader::new(self.inner.clone(), false)
     }
 
     /// Slot objects currently allocated. Between updates this is the number
     /// of slots: both sets share one copy of each.
+    ///
+    /// ```
+    /// use memslots::{Config, Flags, Memslots, Region};
+    ///
+    /// let slots = Memslots::new(Config::default())?;
+    /// let mut writer = slots.writer()?;
+    /// let region = Region { id: 0, as_id: 0, base_gfn: 0, npages: 16, hva: 0x7f00_0000_0000, flags: Flags::empty() };
+    /// writer.create(region)?;
+    /// writer.move_to(region.key(), 0x100)?; // the old object is freed before this returns
+    /// assert_eq!(slots.slot_objects(), 1);
+    /// # Ok::<(), memslots::Error>(())
+    /// ```
     pub fn slot_objects(&self) -> usize {
         // Relaxed: a statistic.
         self.inner.slot_objects.load(Ordering::Relaxed)
@@ -272,11 +365,34 @@ impl Memslots {
     /// Epoch words allocated for readers (one per reader alive at once, at
     /// most): a dropped reader's word is reused by the next reader made, and
     /// all are freed with the map.
+    ///
+    /// ```
+    /// use memslots::{Config, Memslots};
+    ///
+    /// let slots = Memslots::new(Config::default())?;
+    /// drop(slots.reader());
+    /// let _vcpu = slots.reader(); // takes the dropped reader's word
+    /// assert_eq!(slots.reader_words(), 1);
+    /// # Ok::<(), memslots::Error>(())
+    /// ```
     pub fn reader_words(&self) -> usize {
         self.inner.epochs.entries()
     }
 
     /// Pages in all slots of all address spaces.
+    ///
+    /// ```
+    /// use memslots::{Config, Flags, Memslots, Region};
+    ///
+    /// let slots = Memslots::new(Config::default())?;
+    /// let mut writer = slots.writer()?;
+    /// let region = Region { id: 0, as_id: 0, base_gfn: 0, npages: 16, hva: 0x7f00_0000_0000, flags: Flags::empty() };
+    /// writer.create(region)?;
+    /// assert_eq!(slots.total_pages(), 16);
+    /// writer.delete(region.key())?;
+    /// assert_eq!(slots.total_pages(), 0);
+    /// # Ok::<(), memslots::Error>(())
+    /// ```
     pub fn total_pages(&self) -> u64 {
         // Relaxed: a statistic.
         self.inner.total_pages.load(Ordering::Relaxed)

@@ -30,6 +30,26 @@ impl Op {
 }
 
 /// Why a batch was refused; nothing of it was applied.
+///
+/// ```
+/// use memslots::{BatchError, Config, Error, Flags, Memslots, Region};
+///
+/// let slots = Memslots::new(Config::default())?;
+/// let mut writer = slots.writer()?;
+/// let low = Region { id: 0, as_id: 0, base_gfn: 0, npages: 16, hva: 0x7f00_0000_0000, flags: Flags::empty() };
+/// let clash = Region { id: 1, base_gfn: 8, hva: 0x7f00_1000_0000, ..low };
+/// let mut batch = writer.batch();
+/// batch.create(low).create(clash); // operation 1 overlaps operation 0
+/// let refused = batch.commit().err().expect("an overlap is refused");
+/// assert_eq!(refused, BatchError { index: Some(1), error: Error::Overlap { key: clash.key(), with: low.key() } });
+/// assert_eq!(refused.to_string(), "batch operation 1: slot 0:1 would overlap slot 0:0");
+/// assert_eq!(slots.reader().pin().slots().count(), 0); // nothing applied
+/// // For `?` in a function returning `Error`, take the error alone.
+/// let mut batch = writer.batch();
+/// batch.create(low);
+/// batch.commit().map_err(|e| e.error)?;
+/// # Ok::<(), memslots::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BatchError {
     /// The operation that failed, counting from 0; `None` for a refusal of

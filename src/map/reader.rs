@@ -25,6 +25,26 @@ use crate::map::space::GEN_UPDATE_IN_PROGRESS;
 /// Making a reader registers it with the slot map (the only time the read
 /// side may allocate); dropping it gives its registration back for reuse.
 ///
+/// ```
+/// use memslots::{Config, Flags, Memslots, Region};
+///
+/// let slots = Memslots::new(Config::default())?;
+/// let mut writer = slots.writer()?;
+/// writer.create(Region { id: 0, as_id: 0, base_gfn: 0, npages: 16, hva: 0x7f00_0000_0000, flags: Flags::empty() })?;
+///
+/// // Built on this thread, moved to theirs.
+/// let vcpus: Vec<_> = (0..2).map(|_| slots.reader()).collect();
+/// std::thread::scope(|s| {
+///     for vcpu in vcpus {
+///         s.spawn(move || {
+///             let view = vcpu.pin();
+///             assert_eq!(view.gfn_to_hva(3), Some(0x7f00_0000_3000));
+///         });
+///     }
+/// });
+/// # Ok::<(), memslots::Error>(())
+/// ```
+///
 /// [`Memslots::reader`]: crate::Memslots::reader
 /// [`Memslots::device_reader`]: crate::Memslots::device_reader
 pub struct Reader {
@@ -81,11 +101,30 @@ impl Reader {
 
     /// Takes a view of the active set of the reader's address space.
     ///
-    /// Wait-free: a few loads and stores and one locked instruction, no
-    /// allocator call, never a wait for another thread. Until the view is
-    /// dropped (or [`View::repin`]ned) the writer cannot finish a change, so
-    /// do not hold a view across `KVM_RUN` or any other blocking call; look
-    /// up many addresses under one view where you can.
+    /// A few loads and stores and one atomic exchange (for the reader's
+    /// first view), no allocator call, never a wait for another thread:
+    /// wait-free where the exchange is one instruction (x86-64, AArch64 with
+    /// LSE), lock-free where it is a load-linked/store-conditional loop (see
+    /// the crate docs). Until the view is dropped (or [`View::repin`]ned)
+    /// the writer cannot finish a change, so do not hold a view across
+    /// `KVM_RUN` or any other blocking call; look up many addresses under
+    /// one view where you can.
+    ///
+    /// ```
+    /// use memslots::{Config, Flags, Memslots, Region};
+    ///
+    /// let slots = Memslots::new(Config::default())?;
+    /// let mut writer = slots.writer()?;
+    /// writer.create(Region { id: 0, as_id: 0, base_gfn: 0, npages: 16, hva: 0x7f00_0000_0000, flags: Flags::empty() })?;
+    /// let vcpu = slots.reader();
+    /// {
+    ///     let view = vcpu.pin(); // one view per exit...
+    ///     let mapped = (0..32).filter(|&gfn| view.gfn_to_slot(gfn).is_some()).count(); // ...many lookups
+    ///     assert_eq!(mapped, 16);
+    /// } // the view ends here, so the writer need not wait for it
+    /// writer.move_to(memslots::SlotKey { id: 0, as_id: 0 }, 0x100)?;
+    /// # Ok::<(), memslots::Error>(())
+    /// ```
     ///
     /// # Panics
     /// If the reader already has `u32::MAX` views alive.
@@ -105,6 +144,21 @@ impl Reader {
     /// unique among the readers of this map for its whole life, never given
     /// to another reader, so a VMM that maps ids to vCPUs never kicks the
     /// wrong one.
+    ///
+    /// ```
+    /// use memslots::{Config, Memslots};
+    ///
+    /// let slots = Memslots::new(Config::default())?;
+    /// let first = slots.reader();
+    /// let id = first.id();
+    /// drop(first);
+    /// let second = slots.reader(); // takes the first one's epoch word...
+    /// assert_ne!(second.id(), id); // ...but never its id
+    /// assert_eq!(slots.reader_words(), 1);
+    /// # Ok::<(), memslots::Error>(())
+    /// ```
+    ///
+    /// [`Stall`](crate::Stall) shows a stall report naming a reader.
     pub fn id(&self) -> u64 {
         self.entry().reader()
     }
@@ -124,6 +178,18 @@ impl Reader {
 
     /// Looks up in address space `as_id` from now on.
     ///
+    /// ```
+    /// use memslots::{Config, Error, Memslots};
+    ///
+    /// let slots = Memslots::new(Config::new(3, 512))?;
+    /// let mut reader = slots.device_reader();
+    /// reader.set_address_space(2)?;
+    /// assert_eq!(reader.pin().address_space(), 2);
+    /// assert_eq!(reader.set_address_space(3), Err(Error::InvalidAddressSpace { as_id: 3 }));
+    /// assert_eq!(reader.address_space(), 2);
+    /// # Ok::<(), Error>(())
+    /// ```
+    ///
     /// # Errors
     /// [`Error::InvalidAddressSpace`] if the map has no such address space.
     pub fn set_address_space(&mut self, as_id: u16) -> Result<(), Error> {
@@ -136,6 +202,23 @@ impl Reader {
 
     /// Enters or leaves System Management Mode: a vCPU in SMM looks up in
     /// address space 1, where SMRAM lives.
+    ///
+    /// ```
+    /// use memslots::{Config, Error, Flags, Memslots, Region};
+    ///
+    /// let slots = Memslots::new(Config::default())?; // x86: normal and SMM
+    /// let mut writer = slots.writer()?;
+    /// let smram = Region { id: 0, as_id: 1, base_gfn: 0xa0, npages: 0x20, hva: 0x7f00_0000_0000, flags: Flags::empty() };
+    /// writer.create(smram)?;
+    /// let mut vcpu = slots.reader();
+    /// assert!(vcpu.pin().gfn_to_slot(0xa0).is_none());
+    /// vcpu.set_smm(true)?;
+    /// assert_eq!(vcpu.pin().gfn_to_hva(0xa0), Some(smram.hva));
+    ///
+    /// let one_space = Memslots::new(Config::new(1, 512))?;
+    /// assert_eq!(one_space.reader().set_smm(true), Err(Error::InvalidAddressSpace { as_id: 1 }));
+    /// # Ok::<(), Error>(())
+    /// ```
     ///
     /// # Errors
     /// [`Error::InvalidAddressSpace`] when entering SMM in a map with one
@@ -184,6 +267,30 @@ impl fmt::Debug for Reader {
 /// A view leaked with `mem::forget` keeps the writer waiting until its
 /// reader is dropped (the [`Wait`](crate::Wait) strategy's `stalled` hook
 /// names the reader).
+///
+/// A view is neither `Send` nor `Sync`: it stays on the thread that took it.
+///
+/// ```
+/// use memslots::{Config, Flags, Memslots, Region};
+///
+/// let slots = Memslots::new(Config::default())?;
+/// let mut writer = slots.writer()?;
+/// let low = Region { id: 0, as_id: 0, base_gfn: 0, npages: 0xa0, hva: 0x7f00_0000_0000, flags: Flags::empty() };
+/// let high = Region { id: 1, base_gfn: 0x100, npages: 0x100, hva: 0x7f00_1000_0000, ..low };
+/// writer.create(low)?;
+/// writer.create(high)?;
+///
+/// let vcpu = slots.reader();
+/// let view = vcpu.pin();
+/// assert_eq!(view.gfn_to_slot(0x150).map(|s| s.id()), Some(1));
+/// assert_eq!(view.gfn_to_hva(0x101), Some(0x7f00_1000_1000));
+/// assert!(view.gfn_to_slot(0xa0).is_none()); // a hole
+/// assert_eq!(view.slots_in_gfn_range(0x90..0x101).map(|s| s.id()).collect::<Vec<_>>(), [0, 1]);
+/// assert_eq!(view.slots_in_hva_range(0x7f00_1000_0000..0x7f00_1000_1000).map(|s| s.id()).collect::<Vec<_>>(), [1]);
+/// assert_eq!(view.slot_by_id(0).map(|s| s.npages()), Some(0xa0));
+/// assert_eq!(view.slots().count(), 2);
+/// # Ok::<(), memslots::Error>(())
+/// ```
 pub struct View<'r> {
     // Declared first, so dropped before `pin` ends the view (under loom the
     // access is tracked and has a destructor).
@@ -247,6 +354,28 @@ impl<'r> View<'r> {
     ///
     /// While the reader has other views alive, the writer keeps waiting for
     /// those; this view still moves to the current state.
+    ///
+    /// ```
+    /// use memslots::{Config, Flags, Memslots, Region};
+    ///
+    /// let slots = Memslots::new(Config::default())?;
+    /// let mut writer = slots.writer()?;
+    /// let device = slots.device_reader();
+    /// let mut view = device.pin();
+    /// std::thread::scope(|s| {
+    ///     // The create waits for `view`, taken before it...
+    ///     let create = s.spawn(move || {
+    ///         writer.create(Region { id: 0, as_id: 0, base_gfn: 0, npages: 16, hva: 0x7f00_0000_0000, flags: Flags::empty() })
+    ///     });
+    ///     // ...which the device loop moves on at its quiescent points.
+    ///     while !create.is_finished() {
+    ///         view = view.repin();
+    ///     }
+    ///     assert!(view.gfn_to_slot(0).is_some()); // the view is past the change
+    ///     create.join().expect("the writer thread does not panic")
+    /// })?;
+    /// # Ok::<(), memslots::Error>(())
+    /// ```
     #[inline(always)]
     pub fn repin(self) -> View<'r> {
         let View { set, pin, .. } = self;
@@ -263,6 +392,23 @@ impl<'r> View<'r> {
     /// The generation of the viewed set. It changes with every published
     /// update; while an update is being published it may carry the top bit,
     /// and a value with that bit never matches a later generation.
+    ///
+    /// ```
+    /// use memslots::{Change, Config, Flags, Memslots, Region, UserMemoryRegion};
+    ///
+    /// let slots = Memslots::new(Config::default())?;
+    /// let mut writer = slots.writer()?;
+    /// let vcpu = slots.reader();
+    /// let before = vcpu.pin().generation();
+    /// let region = Region { id: 0, as_id: 0, base_gfn: 0, npages: 16, hva: 0x7f00_0000_0000, flags: Flags::empty() };
+    /// writer.create(region)?;
+    /// let after = vcpu.pin().generation();
+    /// assert_ne!(after, before);
+    /// // Setting the same parameters again publishes nothing.
+    /// assert_eq!(writer.set_region(UserMemoryRegion::try_from(region)?)?, Change::Unchanged);
+    /// assert_eq!(vcpu.pin().generation(), after);
+    /// # Ok::<(), memslots::Error>(())
+    /// ```
     pub fn generation(&self) -> u64 {
         self.generation
     }
@@ -283,7 +429,20 @@ impl<'r> View<'r> {
     }
 
     /// The slot holding `gfn`; `None` for a hole and for a slot being
-    /// deleted or moved (see [`View::lookup`] to tell the two apart).
+    /// deleted or moved (see [`View::lookup`] to tell the two apart). The
+    /// type's example shows it beside the other queries.
+    ///
+    /// ```
+    /// # use memslots::{Config, Flags, Memslots, Region};
+    /// # let slots = Memslots::new(Config::default())?;
+    /// # let mut writer = slots.writer()?;
+    /// writer.create(Region { id: 7, as_id: 0, base_gfn: 0x100, npages: 16, hva: 0x7f00_0000_0000, flags: Flags::empty() })?;
+    /// let vcpu = slots.reader();
+    /// let view = vcpu.pin();
+    /// assert_eq!(view.gfn_to_slot(0x10f).map(|slot| slot.id()), Some(7));
+    /// assert!(view.gfn_to_slot(0x110).is_none());
+    /// # Ok::<(), memslots::Error>(())
+    /// ```
     #[inline(always)]
     pub fn gfn_to_slot(&self, gfn: Gfn) -> Option<&Slot> {
         self.hit(gfn)
@@ -317,6 +476,16 @@ impl<'r> View<'r> {
 
     /// The host address backing `gfn`. This reads the reader's cache or
     /// the gfn index, and the first cache line of the slot object.
+    ///
+    /// ```
+    /// # use memslots::{Config, Flags, Memslots, Region};
+    /// # let slots = Memslots::new(Config::default())?;
+    /// # let mut writer = slots.writer()?;
+    /// writer.create(Region { id: 0, as_id: 0, base_gfn: 0x100, npages: 16, hva: 0x7f00_0000_0000, flags: Flags::empty() })?;
+    /// let vcpu = slots.reader();
+    /// assert_eq!(vcpu.pin().gfn_to_hva(0x102), Some(0x7f00_0000_2000));
+    /// # Ok::<(), memslots::Error>(())
+    /// ```
     #[inline(always)]
     pub fn gfn_to_hva(&self, gfn: Gfn) -> Option<Hva> {
         let slot = self.hit(gfn)?;
@@ -378,6 +547,24 @@ impl<'r> View<'r> {
 
     /// Exactly the slots intersecting `gfns`, in gfn order (none for an
     /// empty range).
+    ///
+    /// ```
+    /// # use memslots::{Config, Flags, Memslots, Region};
+    /// # let slots = Memslots::new(Config::default())?;
+    /// # let mut writer = slots.writer()?;
+    /// for id in 0..4 {
+    ///     let base_gfn = u64::from(id) * 0x10;
+    ///     let hva = 0x7f00_0000_0000 + (base_gfn << 12);
+    ///     writer.create(Region { id, as_id: 0, base_gfn, npages: 8, hva, flags: Flags::empty() })?;
+    /// }
+    /// let vcpu = slots.reader();
+    /// let view = vcpu.pin();
+    /// // Slots at 0x10..0x18 and 0x20..0x28; not the one ending at 0x08.
+    /// let hit: Vec<u16> = view.slots_in_gfn_range(0x08..0x21).map(|slot| slot.id()).collect();
+    /// assert_eq!(hit, [1, 2]);
+    /// assert_eq!(view.slots_in_gfn_range(0x18..0x20).count(), 0); // a hole
+    /// # Ok::<(), memslots::Error>(())
+    /// ```
     pub fn slots_in_gfn_range(&self, gfns: Range<Gfn>) -> impl Iterator<Item = &Slot> + '_ {
         self.set().in_gfn_range(gfns).filter_map(usable)
     }
@@ -388,16 +575,56 @@ impl<'r> View<'r> {
     /// ([`Slot::is_invalid`]), as KVM's walk of host ranges visits them:
     /// their old range stays mapped to the guest until the change's flush
     /// ([`Backend::invalidated`](crate::Backend::invalidated)).
+    ///
+    /// ```
+    /// # use memslots::{Config, Flags, Memslots, Region};
+    /// # let slots = Memslots::new(Config::default())?;
+    /// # let mut writer = slots.writer()?;
+    /// // Two guest ranges may share host memory (an alias).
+    /// let ram = Region { id: 0, as_id: 0, base_gfn: 0, npages: 16, hva: 0x7f00_0000_0000, flags: Flags::empty() };
+    /// writer.create(ram)?;
+    /// writer.create(Region { id: 1, base_gfn: 0x100, ..ram })?;
+    /// let vcpu = slots.reader();
+    /// let view = vcpu.pin();
+    /// // The host unmaps one page: both guest ranges must drop it.
+    /// assert_eq!(view.slots_in_hva_range(0x7f00_0000_3000..0x7f00_0000_4000).count(), 2);
+    /// assert_eq!(view.slots_in_hva_range(0x7f00_0001_0000..0x7f00_0002_0000).count(), 0);
+    /// # Ok::<(), memslots::Error>(())
+    /// ```
     pub fn slots_in_hva_range(&self, hvas: Range<Hva>) -> impl Iterator<Item = &Slot> + '_ {
         self.set().in_hva_range(hvas).inspect(|slot| slot.touch())
     }
 
-    /// The slot with id `id`.
+    /// The slot with id `id` in the view's address space.
+    ///
+    /// ```
+    /// # use memslots::{Config, Flags, Memslots, Region};
+    /// # let slots = Memslots::new(Config::default())?;
+    /// # let mut writer = slots.writer()?;
+    /// writer.create(Region { id: 5, as_id: 0, base_gfn: 0x100, npages: 16, hva: 0x7f00_0000_0000, flags: Flags::empty() })?;
+    /// let vcpu = slots.reader();
+    /// let view = vcpu.pin();
+    /// assert_eq!(view.slot_by_id(5).map(|slot| slot.base_gfn()), Some(0x100));
+    /// assert!(view.slot_by_id(4).is_none());
+    /// # Ok::<(), memslots::Error>(())
+    /// ```
     pub fn slot_by_id(&self, id: u16) -> Option<&Slot> {
         self.set().by_id(id).and_then(usable)
     }
 
-    /// Every usable slot, by id.
+    /// Every usable slot of the view's address space, by id.
+    ///
+    /// ```
+    /// # use memslots::{Config, Flags, Memslots, Region};
+    /// # let slots = Memslots::new(Config::default())?;
+    /// # let mut writer = slots.writer()?;
+    /// writer.create(Region { id: 9, as_id: 0, base_gfn: 0, npages: 16, hva: 0x7f00_0000_0000, flags: Flags::empty() })?;
+    /// writer.create(Region { id: 2, as_id: 0, base_gfn: 0x100, npages: 16, hva: 0x7f00_1000_0000, flags: Flags::empty() })?;
+    /// let vcpu = slots.reader();
+    /// let ids: Vec<u16> = vcpu.pin().slots().map(|slot| slot.id()).collect();
+    /// assert_eq!(ids, [2, 9]);
+    /// # Ok::<(), memslots::Error>(())
+    /// ```
     pub fn slots(&self) -> impl Iterator<Item = &Slot> + '_ {
         self.set().slots().filter_map(usable)
     }

@@ -10,7 +10,31 @@ use crate::memory::dirty::DirtyBitmap;
 use crate::vocab::{Flags, Region, SlotKey};
 
 /// A slot as readers see it. Immutable once readers can reach it: a change
-/// makes a new `Slot`.
+/// makes a new `Slot`. Views hand out `&Slot`s that live as long as the
+/// view.
+///
+/// ```
+/// use memslots::{Config, Flags, Memslots, Region, SlotKey};
+///
+/// let slots = Memslots::new(Config::default())?;
+/// let mut writer = slots.writer()?;
+/// let rom = Region { id: 4, as_id: 0, base_gfn: 0x100, npages: 16, hva: 0x7f00_0000_0000, flags: Flags::READONLY };
+/// writer.create(rom)?;
+/// let vcpu = slots.reader();
+/// let view = vcpu.pin();
+/// let slot = view.gfn_to_slot(0x105).expect("created above");
+/// assert_eq!((slot.key(), slot.id(), slot.as_id()), (SlotKey { id: 4, as_id: 0 }, 4, 0));
+/// assert_eq!(*slot.region(), rom);
+/// assert_eq!((slot.base_gfn(), slot.npages(), slot.end_gfn()), (0x100, 16, 0x110));
+/// assert_eq!(slot.gfns(), 0x100..0x110);
+/// assert_eq!(slot.hva_range(), 0x7f00_0000_0000..0x7f00_0001_0000);
+/// assert_eq!(slot.gfn_to_hva(0x101), Some(0x7f00_0000_1000));
+/// assert!(slot.contains(0x10f) && !slot.contains(0x110));
+/// assert_eq!(slot.flags(), Flags::READONLY);
+/// assert!(!slot.is_invalid());
+/// assert!(!slot.has_host_memory()); // made from a bare host address
+/// # Ok::<(), memslots::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct Slot {
     region: Region,

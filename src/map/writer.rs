@@ -29,8 +29,56 @@ use crate::vocab::{Change, Flags, Region, SlotKey, UserMemoryRegion};
 /// never end, so the writer refuses to start a change then
 /// ([`Error::ViewHeldByWriterThread`], with `std`).
 ///
-/// The writer is `Send` and `Sync`: it can live in a VMM's memory manager
-/// behind a mutex, and its changes take `&mut self`.
+/// ```
+/// use memslots::{Change, Config, Error, Flags, Memslots, Region};
+///
+/// let slots = Memslots::new(Config::default())?;
+/// let mut writer = slots.writer()?;
+/// assert_eq!(slots.writer().err(), Some(Error::WriterBusy)); // one at a time
+///
+/// let ram = Region { id: 0, as_id: 0, base_gfn: 0, npages: 0x100, hva: 0x7f00_0000_0000, flags: Flags::empty() };
+/// assert_eq!(writer.create(ram)?, Change::Created);
+/// // A refused change changes nothing, and names the slot in the way.
+/// let rom = Region { id: 1, base_gfn: 0x80, hva: 0x7f00_1000_0000, ..ram };
+/// assert_eq!(writer.create(rom), Err(Error::Overlap { key: rom.key(), with: ram.key() }));
+/// assert_eq!(slots.reader().pin().slots().count(), 1);
+///
+/// drop(writer);
+/// let _writer = slots.writer()?; // the next one
+/// # Ok::<(), memslots::Error>(())
+/// ```
+///
+/// # Threads
+///
+/// A `Writer<B>` is always `Send` (every [`Backend`] is `Send`), and it is
+/// `Sync` exactly when `B` is `Sync`: the default `Writer` (with
+/// [`NoBackend`]) is both, while a writer whose backend holds a `Cell` or an
+/// `Rc` is `Send` only. Its changes take `&mut self`. It can live in a VMM's
+/// memory manager behind a `Mutex` whatever its backend, since a mutex needs
+/// only `Send`:
+///
+/// ```
+/// use std::cell::Cell;
+/// use std::sync::Mutex;
+/// use memslots::{Backend, Config, Flags, Memslots, Region, SlotChange};
+///
+/// /// Counts commits in a `Cell`: `Send`, not `Sync`.
+/// struct Commits(Cell<u32>);
+/// impl Backend for Commits {
+///     fn commit(&mut self, _: &SlotChange) {
+///         self.0.set(self.0.get() + 1);
+///     }
+/// }
+///
+/// let slots = Memslots::new(Config::default())?;
+/// let writer = Mutex::new(slots.writer_with(Commits(Cell::new(0)))?);
+/// let region = Region { id: 0, as_id: 0, base_gfn: 0, npages: 16, hva: 0x7f00_0000_0000, flags: Flags::empty() };
+/// std::thread::scope(|s| {
+///     s.spawn(|| writer.lock().expect("no writer call panicked").create(region)).join().expect("no panic")
+/// })?;
+/// assert_eq!(writer.lock().expect("no writer call panicked").backend().0.get(), 1);
+/// # Ok::<(), memslots::Error>(())
+/// ```
 ///
 /// [`Memslots::writer`]: crate::Memslots::writer
 /// [`Memslots::writer_with`]: crate::Memslots::writer_with
@@ -45,7 +93,21 @@ impl<B: Backend> Writer<B> {
         Writer { inner, backend, scratch: Scratch::default() }
     }
 
-    /// Adds a slot.
+    /// Adds a slot. The slot translates addresses only; the guest-memory
+    /// accessors cannot reach a bare host address (see
+    /// [`Writer::create_owned`] and [`Writer::create_raw`]).
+    ///
+    /// ```
+    /// use memslots::{Change, Config, Error, Flags, Memslots, Region};
+    ///
+    /// let slots = Memslots::new(Config::default())?;
+    /// let mut writer = slots.writer()?;
+    /// let region = Region { id: 3, as_id: 0, base_gfn: 0x100, npages: 16, hva: 0x7f00_0000_0000, flags: Flags::empty() };
+    /// assert_eq!(writer.create(region)?, Change::Created);
+    /// assert_eq!(slots.reader().pin().gfn_to_hva(0x101), Some(0x7f00_0000_1000));
+    /// assert_eq!(writer.create(region), Err(Error::SlotExists { key: region.key() }));
+    /// # Ok::<(), Error>(())
+    /// ```
     ///
     /// # Errors
     /// [`Error::InvalidAddressSpace`] or [`Error::InvalidSlotId`] for a key
@@ -62,6 +124,24 @@ impl<B: Backend> Writer<B> {
     /// sets, the grace period has passed, and every other reference (a
     /// [`GuestRange`](crate::GuestRange), the caller's) has dropped. The
     /// guest-memory accessors can reach the slot.
+    ///
+    /// ```
+    /// # #[cfg(feature = "std")] {
+    /// use std::sync::Arc;
+    /// use memslots::{Config, Flags, GuestRam, Memslots, SlotKey};
+    ///
+    /// let slots = Memslots::new(Config::default())?;
+    /// let mut writer = slots.writer()?;
+    /// let ram = Arc::new(GuestRam::new(4 << 12)?); // four pages
+    /// writer.create_owned(SlotKey { id: 0, as_id: 0 }, 0x100, Flags::empty(), ram.clone())?;
+    /// let vcpu = slots.reader();
+    /// let view = vcpu.pin();
+    /// assert_eq!(view.gfn_to_hva(0x100), Some(ram.as_ptr() as u64));
+    /// view.write_obj(0x10_0010, 7_u32)?;
+    /// assert_eq!(view.read_obj::<u32>(0x10_0010)?, 7);
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     ///
     /// # Errors
     /// As [`Writer::create`].
@@ -88,6 +168,33 @@ impl<B: Backend> Writer<B> {
     /// call returns an error). The crate accesses it only through raw
     /// pointers, and the caller makes no Rust reference to it meanwhile.
     ///
+    /// ```
+    /// use memslots::{Config, Flags, Memslots, Region, PAGE_SIZE};
+    ///
+    /// /// One page of memory the embedder owns, page aligned.
+    /// #[repr(C, align(4096))]
+    /// struct Page([u8; PAGE_SIZE as usize]);
+    ///
+    /// let slots = Memslots::new(Config::default())?;
+    /// let mut writer = slots.writer()?;
+    /// let page = Box::into_raw(Box::new(Page([0; PAGE_SIZE as usize])));
+    /// let region = Region { id: 0, as_id: 0, base_gfn: 0x10, npages: 1, hva: page as u64, flags: Flags::empty() };
+    /// // SAFETY: `page` stays allocated until the slot's delete has returned,
+    /// // and nothing makes a reference to it meanwhile.
+    /// unsafe { writer.create_raw(region)? };
+    /// {
+    ///     let vcpu = slots.reader();
+    ///     let view = vcpu.pin();
+    ///     view.write_obj(0x10_008, 0xfeed_u64).expect("the page is in the slot");
+    ///     assert_eq!(view.read_obj::<u64>(0x10_008), Ok(0xfeed));
+    /// }
+    /// writer.delete(region.key())?;
+    /// // SAFETY: the delete has returned, so no reader can reach the page.
+    /// let page = unsafe { Box::from_raw(page) };
+    /// assert_eq!(page.0[8..16], 0xfeed_u64.to_ne_bytes());
+    /// # Ok::<(), memslots::Error>(())
+    /// ```
+    ///
     /// # Errors
     /// As [`Writer::create`].
     pub unsafe fn create_raw(&mut self, region: Region) -> Result<Change, Error> {
@@ -98,6 +205,19 @@ impl<B: Backend> Writer<B> {
     /// once it has returned no reader can reach the slot's host range
     /// through the map: the VMM may unmap that memory.
     ///
+    /// ```
+    /// use memslots::{Change, Config, Error, Flags, Memslots, Region};
+    ///
+    /// let slots = Memslots::new(Config::default())?;
+    /// let mut writer = slots.writer()?;
+    /// let region = Region { id: 0, as_id: 0, base_gfn: 0x100, npages: 16, hva: 0x7f00_0000_0000, flags: Flags::empty() };
+    /// writer.create(region)?;
+    /// assert_eq!(writer.delete(region.key())?, Change::Deleted);
+    /// assert!(slots.reader().pin().gfn_to_slot(0x100).is_none());
+    /// assert_eq!(writer.delete(region.key()), Err(Error::NoSuchSlot { key: region.key() }));
+    /// # Ok::<(), Error>(())
+    /// ```
+    ///
     /// # Errors
     /// [`Error::NoSuchSlot`] for an unknown key (and the key-range errors of
     /// [`Writer::create`]); the whole-call errors of [`Writer::set_region`].
@@ -106,6 +226,25 @@ impl<B: Backend> Writer<B> {
     }
 
     /// Moves a slot to `base_gfn`, keeping its size, host address and flags.
+    /// A move frees no host memory: only the guest address changes.
+    ///
+    /// ```
+    /// use memslots::{Change, Config, Error, Flags, Memslots, Region};
+    ///
+    /// let slots = Memslots::new(Config::default())?;
+    /// let mut writer = slots.writer()?;
+    /// let bar = Region { id: 0, as_id: 0, base_gfn: 0xe0000, npages: 16, hva: 0x7f00_0000_0000, flags: Flags::empty() };
+    /// writer.create(bar)?;
+    /// assert_eq!(writer.move_to(bar.key(), 0xf0000)?, Change::Moved);
+    /// let vcpu = slots.reader();
+    /// let view = vcpu.pin();
+    /// let moved = view.slot_by_id(0).expect("moved, not deleted");
+    /// assert_eq!((moved.base_gfn(), moved.hva()), (0xf0000, bar.hva));
+    /// assert!(view.gfn_to_slot(0xe0000).is_none());
+    /// drop(view); // never hold a view on the writer's thread across a change
+    /// assert_eq!(writer.move_to(bar.key(), u64::MAX), Err(Error::GpaWraps));
+    /// # Ok::<(), Error>(())
+    /// ```
     ///
     /// # Errors
     /// [`Error::NoSuchSlot`], [`Error::GpaWraps`] for a range past the top of
@@ -116,6 +255,18 @@ impl<B: Backend> Writer<B> {
     }
 
     /// Changes a slot's flags.
+    ///
+    /// ```
+    /// use memslots::{Change, Config, Error, Flags, Memslots, Region};
+    ///
+    /// let slots = Memslots::new(Config::default())?;
+    /// let mut writer = slots.writer()?;
+    /// let region = Region { id: 0, as_id: 0, base_gfn: 0, npages: 16, hva: 0x7f00_0000_0000, flags: Flags::empty() };
+    /// writer.create(region)?;
+    /// assert_eq!(writer.set_flags(region.key(), Flags::LOG_DIRTY_PAGES)?, Change::FlagsChanged);
+    /// assert_eq!(writer.set_flags(region.key(), Flags::READONLY), Err(Error::ReadonlyToggle { key: region.key() }));
+    /// # Ok::<(), Error>(())
+    /// ```
     ///
     /// # Errors
     /// [`Error::NoSuchSlot`], [`Error::UnknownFlags`],
@@ -132,6 +283,29 @@ impl<B: Backend> Writer<B> {
     /// A size of 0 deletes the slot; an existing slot at another guest
     /// address moves; other flags change the flags; identical parameters
     /// succeed and change nothing (no swap, no new generation).
+    ///
+    /// ```
+    /// use memslots::{Change, Config, Error, Flags, Memslots, SlotKey, UserMemoryRegion};
+    ///
+    /// let slots = Memslots::new(Config::default())?;
+    /// let mut writer = slots.writer()?;
+    /// let mut request = UserMemoryRegion {
+    ///     slot: SlotKey { id: 2, as_id: 0 }.kvm_slot(),
+    ///     flags: Flags::empty(),
+    ///     guest_phys_addr: 0x10_0000,
+    ///     memory_size: 0x10_0000,
+    ///     userspace_addr: 0x7f00_0000_0000,
+    /// };
+    /// assert_eq!(writer.set_region(request)?, Change::Created);
+    /// assert_eq!(writer.set_region(request)?, Change::Unchanged);
+    /// request.guest_phys_addr = 0x20_0000;
+    /// assert_eq!(writer.set_region(request)?, Change::Moved);
+    /// request.memory_size = 0; // KVM's way to delete
+    /// assert_eq!(writer.set_region(request)?, Change::Deleted);
+    /// request.guest_phys_addr = 0x1234;
+    /// assert_eq!(writer.set_region(request), Err(Error::UnalignedGpa { gpa: 0x1234 }));
+    /// # Ok::<(), Error>(())
+    /// ```
     ///
     /// # Errors
     /// KVM's rules, in KVM's order: [`Error::UnknownFlags`];
@@ -154,6 +328,27 @@ impl<B: Backend> Writer<B> {
     /// is page `64 * j + i` of the slot. A page marked while this runs is in
     /// this harvest or the next, never in both and never in neither.
     ///
+    /// ```
+    /// use memslots::{Config, Error, Flags, Memslots, Region};
+    ///
+    /// let slots = Memslots::new(Config::default())?;
+    /// let mut writer = slots.writer()?;
+    /// let region =
+    ///     Region { id: 0, as_id: 0, base_gfn: 0x100, npages: 128, hva: 0x7f00_0000_0000, flags: Flags::LOG_DIRTY_PAGES };
+    /// writer.create(region)?;
+    /// {
+    ///     let vcpu = slots.reader();
+    ///     let view = vcpu.pin();
+    ///     view.mark_page_dirty(0x102); // page 2 of the slot
+    ///     view.mark_page_dirty(0x140); // page 64
+    /// }
+    /// assert_eq!(writer.get_dirty_log(region.key())?, [1 << 2, 1]);
+    /// assert_eq!(writer.get_dirty_log(region.key())?, [0, 0]); // harvested once
+    /// writer.set_flags(region.key(), Flags::empty())?;
+    /// assert_eq!(writer.get_dirty_log(region.key()), Err(Error::DirtyLogDisabled { key: region.key() }));
+    /// # Ok::<(), Error>(())
+    /// ```
+    ///
     /// # Errors
     /// [`Error::NoSuchSlot`] (and the key-range errors), and
     /// [`Error::DirtyLogDisabled`] for a slot without `LOG_DIRTY_PAGES`.
@@ -167,6 +362,22 @@ impl<B: Backend> Writer<B> {
     /// between a copy and the clear would be cleared without being copied;
     /// a write after the clear marks the page again for the next round.
     ///
+    /// ```
+    /// use memslots::{Config, Flags, Memslots, Region};
+    ///
+    /// let slots = Memslots::new(Config::default())?;
+    /// let mut writer = slots.writer()?;
+    /// let region = Region { id: 0, as_id: 0, base_gfn: 0, npages: 64, hva: 0x7f00_0000_0000, flags: Flags::LOG_DIRTY_PAGES };
+    /// writer.create(region)?;
+    /// let vcpu = slots.reader();
+    /// vcpu.pin().mark_page_dirty(5);
+    /// let dirty = writer.peek_dirty_log(region.key())?;
+    /// assert_eq!(dirty, [1 << 5]);
+    /// writer.clear_dirty_log(region.key(), 0, &dirty)?; // then copy page 5
+    /// assert_eq!(writer.peek_dirty_log(region.key())?, [0]);
+    /// # Ok::<(), memslots::Error>(())
+    /// ```
+    ///
     /// # Errors
     /// As [`Writer::get_dirty_log`].
     pub fn peek_dirty_log(&mut self, key: SlotKey) -> Result<Vec<u64>, Error> {
@@ -177,6 +388,24 @@ impl<B: Backend> Writer<B> {
     /// on (bit `i` of `mask[j]` is page `first_page + 64 * j + i`), as
     /// `KVM_CLEAR_DIRTY_LOG` does; bits marked meanwhile and not in `mask`
     /// stay.
+    ///
+    /// ```
+    /// use memslots::{Config, Error, Flags, Memslots, Region};
+    ///
+    /// let slots = Memslots::new(Config::default())?;
+    /// let mut writer = slots.writer()?;
+    /// let region = Region { id: 0, as_id: 0, base_gfn: 0, npages: 128, hva: 0x7f00_0000_0000, flags: Flags::LOG_DIRTY_PAGES };
+    /// writer.create(region)?;
+    /// let vcpu = slots.reader();
+    /// vcpu.pin().mark_page_dirty(64);
+    /// vcpu.pin().mark_page_dirty(65);
+    /// writer.clear_dirty_log(region.key(), 64, &[1 << 1])?; // page 65 only
+    /// assert_eq!(writer.peek_dirty_log(region.key())?, [0, 1]);
+    /// let range = Err(Error::DirtyLogRange { key: region.key() });
+    /// assert_eq!(writer.clear_dirty_log(region.key(), 32, &[1]), range); // not a multiple of 64
+    /// assert_eq!(writer.clear_dirty_log(region.key(), 64, &[1, 1]), range); // past the slot
+    /// # Ok::<(), Error>(())
+    /// ```
     ///
     /// # Errors
     /// As [`Writer::get_dirty_log`], and [`Error::DirtyLogRange`] if
@@ -204,11 +433,32 @@ impl<B: Backend> Writer<B> {
     }
 
     /// The backend.
+    ///
+    /// ```
+    /// use memslots::{Backend, Config, Flags, Memslots, Region, SlotChange};
+    ///
+    /// /// Counts the changes published.
+    /// struct Commits(u32);
+    /// impl Backend for Commits {
+    ///     fn commit(&mut self, _: &SlotChange) {
+    ///         self.0 += 1;
+    ///     }
+    /// }
+    ///
+    /// let slots = Memslots::new(Config::default())?;
+    /// let mut writer = slots.writer_with(Commits(0))?;
+    /// writer.create(Region { id: 0, as_id: 0, base_gfn: 0, npages: 16, hva: 0x7f00_0000_0000, flags: Flags::empty() })?;
+    /// assert_eq!(writer.backend().0, 1);
+    /// writer.backend_mut().0 = 0;
+    /// assert_eq!(writer.backend().0, 0);
+    /// # Ok::<(), memslots::Error>(())
+    /// ```
     pub fn backend(&self) -> &B {
         &self.backend
     }
 
-    /// The backend, to change its own state (not the slots).
+    /// The backend, to change its own state (not the slots); see
+    /// [`Writer::backend`].
     pub fn backend_mut(&mut self) -> &mut B {
         &mut self.backend
     }

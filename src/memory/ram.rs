@@ -17,6 +17,24 @@ const HUGE_PAGE: usize = 2 << 20;
 /// an `Arc`; the slot keeps a reference, so the crate unmaps the memory only
 /// after the slot has left both sets and the grace period has passed (and
 /// after every [`GuestRange`](crate::GuestRange) taken on it has dropped).
+///
+/// ```
+/// use std::sync::Arc;
+/// use memslots::{Config, Error, Flags, GuestRam, Memslots, SlotKey};
+///
+/// let ram = Arc::new(GuestRam::new(2 << 20)?); // 2 MiB, reserved lazily
+/// assert_eq!(ram.len(), 2 << 20);
+/// assert_eq!(ram.as_ptr() as usize % (2 << 20), 0); // huge-page aligned
+/// assert_eq!(GuestRam::new(100).err(), Some(Error::UnalignedSize { size: 100 }));
+///
+/// let slots = Memslots::new(Config::default())?;
+/// let mut writer = slots.writer()?;
+/// writer.create_owned(SlotKey { id: 0, as_id: 0 }, 0, Flags::empty(), ram.clone())?;
+/// assert_eq!(slots.total_pages(), 512);
+/// writer.delete(SlotKey { id: 0, as_id: 0 })?;
+/// assert_eq!(Arc::strong_count(&ram), 1); // the slot let go of it
+/// # Ok::<(), Error>(())
+/// ```
 pub struct GuestRam {
     ptr: NonNull<u8>,
     len: usize,

@@ -3,7 +3,23 @@
 
 use crate::vocab::slot::{Region, SlotKey};
 
-/// What `Writer::set_region` did.
+/// What a writer call did ([`Writer::set_region`](crate::Writer::set_region)
+/// and the other single calls return it; [`Batch::commit`](crate::Batch::commit)
+/// returns one per operation).
+///
+/// ```
+/// use memslots::{Change, Config, Flags, Memslots, Region};
+///
+/// let slots = Memslots::new(Config::default())?;
+/// let mut writer = slots.writer()?;
+/// let region = Region { id: 0, as_id: 0, base_gfn: 0, npages: 16, hva: 0x7f00_0000_0000, flags: Flags::empty() };
+/// let mut batch = writer.batch();
+/// batch.create(region).set_flags(region.key(), Flags::LOG_DIRTY_PAGES).move_to(region.key(), 0x100);
+/// assert_eq!(batch.commit().map_err(|e| e.error)?, [Change::Created, Change::FlagsChanged, Change::Moved]);
+/// assert_eq!(writer.set_flags(region.key(), Flags::LOG_DIRTY_PAGES)?, Change::Unchanged);
+/// assert_eq!(writer.delete(region.key())?, Change::Deleted);
+/// # Ok::<(), memslots::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Change {
     /// A new slot.
@@ -19,6 +35,19 @@ pub enum Change {
 }
 
 /// One net change of a writer call or batch, as a backend sees it.
+///
+/// ```
+/// use memslots::{Change, Flags, Region, SlotChange};
+///
+/// let old = Region { id: 0, as_id: 0, base_gfn: 0, npages: 16, hva: 0x7f00_0000_0000, flags: Flags::empty() };
+/// let moved = SlotChange { key: old.key(), old: Some(old), new: Some(Region { base_gfn: 0x100, ..old }) };
+/// assert_eq!(moved.kind(), Change::Moved);
+/// let deleted = SlotChange { new: None, ..moved };
+/// assert_eq!(deleted.kind(), Change::Deleted);
+/// ```
+///
+/// The [`Backend`](crate::Backend) docs show the changes a writer hands a
+/// backend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SlotChange {
     /// The slot.

@@ -9,6 +9,21 @@ use crate::base::addr::{Gfn, Hva, GFN_LIMIT, MAX_SLOT_PAGES};
 bitflags::bitflags! {
     /// Slot flags, with KVM's bit values. Unknown bits are kept (see
     /// [`Flags::from_bits_retain`]) so that validation can name them.
+    ///
+    /// ```
+    /// use memslots::{Config, Error, Flags, Memslots, Region};
+    ///
+    /// // KVM_MEM_LOG_DIRTY_PAGES and KVM_MEM_READONLY.
+    /// assert_eq!((Flags::LOG_DIRTY_PAGES | Flags::READONLY).bits(), 0b11);
+    ///
+    /// let slots = Memslots::new(Config::default())?;
+    /// let mut writer = slots.writer()?;
+    /// let region = Region { id: 0, as_id: 0, base_gfn: 0, npages: 16, hva: 0x7f00_0000_0000, flags: Flags::empty() };
+    /// writer.create(region)?;
+    /// let unknown = Flags::from_bits_retain(1 << 2);
+    /// assert_eq!(writer.set_flags(region.key(), unknown), Err(Error::UnknownFlags { bits: 1 << 2 }));
+    /// # Ok::<(), Error>(())
+    /// ```
     #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
     pub struct Flags: u32 {
         /// Dirty pages are logged.
@@ -19,6 +34,14 @@ bitflags::bitflags! {
 }
 
 /// Names a slot: its id within its address space.
+///
+/// ```
+/// use memslots::SlotKey;
+///
+/// let key = SlotKey { id: 5, as_id: 1 };
+/// assert_eq!(key.to_string(), "1:5"); // address space, then id
+/// assert_eq!(key.kvm_slot(), 0x0001_0005); // as KVM packs it
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SlotKey {
     /// The slot id, below the configured number of slots.
@@ -63,7 +86,20 @@ impl fmt::Display for SlotKey {
     }
 }
 
-/// A slot as the caller describes it to `Writer::create`.
+/// A slot as the caller describes it to
+/// [`Writer::create`](crate::Writer::create).
+///
+/// ```
+/// use memslots::{Flags, Region, SlotKey, UserMemoryRegion};
+///
+/// let region = Region { id: 1, as_id: 0, base_gfn: 0x100, npages: 0x200, hva: 0x7f00_0000_0000, flags: Flags::empty() };
+/// assert_eq!(region.key(), SlotKey { id: 1, as_id: 0 });
+/// assert_eq!(region.end_gfn(), 0x300);
+/// // The same slot as a `KVM_SET_USER_MEMORY_REGION` request.
+/// let request = UserMemoryRegion::try_from(region)?;
+/// assert_eq!((request.guest_phys_addr, request.memory_size), (0x10_0000, 0x20_0000));
+/// # Ok::<(), memslots::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Region {
     /// The slot id.
@@ -93,7 +129,21 @@ impl Region {
 }
 
 /// A request in the shape of KVM's `struct kvm_userspace_memory_region`,
-/// for [`Writer::set_region`](crate::Writer::set_region).
+/// for [`Writer::set_region`](crate::Writer::set_region) (whose docs show
+/// a create, a move and a delete made with it).
+///
+/// ```
+/// use memslots::{Flags, SlotKey, UserMemoryRegion};
+///
+/// let request = UserMemoryRegion {
+///     slot: 0x0001_0002, // address space 1, id 2
+///     flags: Flags::empty(),
+///     guest_phys_addr: 0xa_0000,
+///     memory_size: 0x2_0000,
+///     userspace_addr: 0x7f00_0000_0000,
+/// };
+/// assert_eq!(request.key(), SlotKey { id: 2, as_id: 1 });
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct UserMemoryRegion {
     /// `(as_id << 16) | id`, as KVM packs it: see [`SlotKey::kvm_slot`].
