@@ -3,7 +3,7 @@
 //! accessors, the region queries, the dirty log, virtio-queue processing
 //! descriptor chains, and a slot hot-plugged under a running device.
 
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread;
@@ -168,11 +168,12 @@ fn bytes_match_mmap() {
 #[test]
 fn regions_match_mmap() {
     let (_slots, _writer, space, theirs) = pair(&LAYOUT);
-    let ours = space.memory();
+    let mem = space.memory();
+    let ours = mem.regions();
     let shape: Vec<_> = ours.iter().map(|r| (r.start_addr(), r.len())).collect();
     assert_eq!(shape, theirs.iter().map(|r| (r.start_addr(), r.len())).collect::<Vec<_>>());
     assert_eq!(ours.num_regions(), theirs.num_regions());
-    assert_eq!(GuestMemoryBackend::last_addr(&*ours), GuestMemoryBackend::last_addr(&theirs));
+    assert_eq!(GuestMemoryBackend::last_addr(ours), GuestMemoryBackend::last_addr(&theirs));
 
     let mut probes = vec![0, u64::MAX, 0x2_8000, 0x5_0000, 0x30_1000, 0x30_0fff];
     for &(gpa, len) in &LAYOUT {
@@ -186,8 +187,8 @@ fn regions_match_mmap() {
             theirs.find_region(at).map(|r| (r.start_addr(), r.len())),
         );
         assert_eq!(ranges.0, ranges.1, "find_region {what}");
-        assert_eq!(GuestMemoryBackend::check_address(&*ours, at), GuestMemoryBackend::check_address(&theirs, at));
-        assert_eq!(GuestMemoryBackend::address_in_range(&*ours, at), GuestMemoryBackend::address_in_range(&theirs, at));
+        assert_eq!(GuestMemoryBackend::check_address(ours, at), GuestMemoryBackend::check_address(&theirs, at));
+        assert_eq!(GuestMemoryBackend::address_in_range(ours, at), GuestMemoryBackend::address_in_range(&theirs, at));
         assert_eq!(
             ours.to_region_addr(at).map(|(r, a)| (r.start_addr(), a)),
             theirs.to_region_addr(at).map(|(r, a)| (r.start_addr(), a)),
@@ -197,17 +198,17 @@ fn regions_match_mmap() {
         for count in [0, 1, 8, 0x1000, 0x1_0001, 0x20_0000] {
             let what = format!("{what} count {count:#x}");
             assert_eq!(
-                GuestMemoryBackend::checked_offset(&*ours, at, count),
+                GuestMemoryBackend::checked_offset(ours, at, count),
                 GuestMemoryBackend::checked_offset(&theirs, at, count),
                 "checked_offset {what}"
             );
             assert_eq!(
-                GuestMemoryBackend::check_range(&*ours, at, count),
+                GuestMemoryBackend::check_range(ours, at, count),
                 GuestMemoryBackend::check_range(&theirs, at, count),
                 "check_range {what}"
             );
             assert_eq!(
-                GuestMemory::check_range(&*ours, at, count, Permissions::ReadWrite),
+                GuestMemory::check_range(&*mem, at, count, Permissions::ReadWrite),
                 GuestMemory::check_range(&theirs, at, count, Permissions::ReadWrite),
                 "GuestMemory::check_range {what}"
             );
@@ -229,13 +230,13 @@ fn regions_match_mmap() {
     let slice = ours.get_slice(at, 16).expect("inside a slot");
     slice.copy_from(&[0xab_u8; 16]);
     let mut direct = [0; 16];
-    ours.view().read(at.0, &mut direct).expect("mapped");
+    mem.view().read(at.0, &mut direct).expect("mapped");
     assert_eq!(direct, [0xab; 16]);
     let host = ours.get_host_address(GuestAddress(0x10_1ff8)).expect("inside a slot");
     // SAFETY: an aligned address inside a slot of owned RAM, which stays
-    // mapped while `ours` is held.
+    // mapped while `mem` is held.
     unsafe { host.cast::<u64>().write_volatile(0x1122_3344_5566_7788) };
-    assert_eq!(ours.read_obj::<u64>(GuestAddress(0x10_1ff8)).expect("mapped"), 0x1122_3344_5566_7788);
+    assert_eq!(mem.read_obj::<u64>(GuestAddress(0x10_1ff8)).expect("mapped"), 0x1122_3344_5566_7788);
     let region = ours.find_region(at).expect("inside a slot");
     assert_eq!(region.as_volatile_slice().map(|s| s.len()).ok(), Some(0x2_0000));
     assert_eq!(region.slot().key(), SlotKey { id: 2, as_id: 0 });
@@ -263,7 +264,7 @@ fn dirty_log_follows_vm_memory_writes() {
     // Pages 3 and 4.
     mem.write_slice(&[1; 16], page(4).unchecked_sub(8)).expect("mapped");
     mem.store(9u64, page(7), Ordering::Relaxed).expect("mapped");
-    mem.get_slice(page(9), 8).expect("mapped").copy_from(&[2u8; 8]);
+    mem.regions().get_slice(page(9), 8).expect("mapped").copy_from(&[2u8; 8]);
     mem.read_volatile_from(page(12), &mut [3u8; 8].as_slice(), 8).expect("mapped");
     // Page 15 and the unlogged slot.
     mem.write_slice(&[4; 16], page(16).unchecked_sub(8)).expect("mapped");
@@ -272,25 +273,25 @@ fn dirty_log_follows_vm_memory_writes() {
     let mut buf = [0; 64];
     mem.read_slice(&mut buf, page(13)).expect("mapped");
     // A raw pointer write is the caller's to mark.
-    let host = mem.get_host_address(page(5)).expect("mapped");
+    let host = mem.regions().get_host_address(page(5)).expect("mapped");
     // SAFETY: an aligned address inside a mapped slot, `mem` held.
     unsafe { host.cast::<u64>().write_volatile(5) };
 
-    let region = mem.find_region(page(0)).expect("mapped");
+    let region = mem.regions().find_region(page(0)).expect("mapped");
     let marked = [1, 3, 4, 7, 9, 12, 15];
     for n in 0..16u64 {
         let offset = (n * PAGE + 0x900) as usize;
         assert_eq!(region.bitmap().dirty_at(offset), marked.contains(&n), "page {n}");
         assert_eq!(region.bitmap().slice_at(0x800).dirty_at(offset - 0x800), marked.contains(&n), "page {n}");
     }
-    let unlogged = mem.find_region(page(16)).expect("mapped");
+    let unlogged = mem.regions().find_region(page(16)).expect("mapped");
     assert!(!unlogged.bitmap().dirty_at(0));
     drop(mem);
     let mask: u64 = marked.iter().map(|n| 1 << n).sum();
     assert_eq!(writer.get_dirty_log(logged).expect("logging"), vec![mask]);
 
     let mem = space.memory();
-    mem.find_region(page(5)).expect("mapped").bitmap().mark_dirty(5 * PAGE as usize, 8);
+    mem.regions().find_region(page(5)).expect("mapped").bitmap().mark_dirty(5 * PAGE as usize, 8);
     drop(mem);
     assert_eq!(writer.get_dirty_log(logged).expect("logging"), vec![1 << 5]);
 }
@@ -379,6 +380,152 @@ fn virtio_queue_matches_atomic_mmap() {
     }
 }
 
+/// A ROM the VMM mapped `PROT_READ`, registered with `create_raw` as a
+/// `READONLY` slot right after guest RAM. A guest that points a writable
+/// descriptor (or its used ring) into the ROM gets an error from the device
+/// side; the VMM does not take SIGSEGV. Reads of the ROM work.
+#[test]
+fn device_writes_to_a_read_only_rom_fail() {
+    const ROM: u64 = 0x10_0000;
+    const ROM_LEN: usize = 4 * PAGE as usize;
+    const RINGS: [u64; 3] = [0x1000, 0x2000, 0x3000];
+    let image: Vec<u8> = (0..ROM_LEN).map(|i| (i as u8).wrapping_mul(31) ^ 0x5a).collect();
+    // SAFETY: a new anonymous private mapping, placed by the kernel.
+    let rom = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            ROM_LEN,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(rom, libc::MAP_FAILED, "mmap: {}", std::io::Error::last_os_error());
+    // SAFETY: the mapping above is `ROM_LEN` bytes, read-write, and no
+    // reference into it exists.
+    unsafe { std::ptr::copy_nonoverlapping(image.as_ptr(), rom.cast::<u8>(), ROM_LEN) };
+    // SAFETY: the mapping above.
+    assert_eq!(unsafe { libc::mprotect(rom, ROM_LEN, libc::PROT_READ) }, 0);
+
+    let slots = map(1);
+    let mut writer = slots.writer().expect("first writer");
+    add_slots(&mut writer, 0, &[(0, ROM)], Flags::empty());
+    let key = SlotKey { id: 1, as_id: 0 };
+    let region = Region {
+        id: key.id,
+        as_id: 0,
+        base_gfn: ROM / PAGE,
+        npages: ROM_LEN as u64 / PAGE,
+        hva: rom.expose_provenance() as u64,
+        flags: Flags::READONLY,
+    };
+    // SAFETY: `rom` stays mapped and readable until the slot's delete below
+    // has returned (a READONLY slot need not be writable); nothing makes
+    // references into it.
+    unsafe { writer.create_raw(region) }.expect("valid slot");
+    let space = GuestMemorySlots::new(slots.clone());
+    let mem = space.memory();
+    let permission_denied =
+        |e: &GuestMemoryError| matches!(e, GuestMemoryError::IOError(e) if e.kind() == ErrorKind::PermissionDenied);
+
+    // A chain that has the device read 0x100 bytes of the ROM, then write
+    // 0x100 bytes of RAM and 0x100 of the ROM.
+    let descriptors = [
+        Descriptor::new(ROM + 0x100, 0x100, DESC_F_NEXT, 1),
+        Descriptor::new(0x8000, 0x100, DESC_F_NEXT | DESC_F_WRITE, 2),
+        Descriptor::new(ROM + 0x2000, 0x100, DESC_F_WRITE, 0),
+    ];
+    for (i, descriptor) in descriptors.into_iter().enumerate() {
+        mem.write_obj(descriptor, GuestAddress(RINGS[0] + 16 * i as u64)).expect("table in RAM");
+    }
+    mem.write_obj(0u16, GuestAddress(RINGS[1] + 4)).expect("ring in RAM");
+    mem.store(1u16, GuestAddress(RINGS[1] + 2), Ordering::Release).expect("ring in RAM");
+    let mut queue = queue(&*mem, 16, RINGS);
+    let chain = queue.pop_descriptor_chain(mem.clone()).expect("one chain");
+    let mut input = Vec::new();
+    chain.clone().reader(&*mem).expect("readable ROM").read_to_end(&mut input).expect("ROM read");
+    assert_eq!(input, image[0x100..0x200]);
+    // Without the check, `write_all` fills the RAM buffer, then stores to
+    // the PROT_READ page: SIGSEGV.
+    let written = chain.writer(&*mem).map(|mut out| out.write_all(&vec![0xee; out.available_bytes()]));
+    assert!(matches!(written, Err(virtio_queue::Error::InvalidChain)), "{written:?}");
+    assert_eq!(mem.read_obj::<u64>(GuestAddress(0x8000)).expect("RAM"), 0, "no part of the chain is written");
+    queue.add_used(&*mem, 0, 0).expect("used ring in RAM");
+
+    // A used ring in the ROM: the queue is not valid, and completions fail.
+    let mut in_rom = Queue::new(16).expect("valid size");
+    in_rom.try_set_desc_table_address(GuestAddress(RINGS[0])).expect("aligned");
+    in_rom.try_set_avail_ring_address(GuestAddress(RINGS[1])).expect("aligned");
+    in_rom.try_set_used_ring_address(GuestAddress(ROM + 0x1000)).expect("aligned");
+    in_rom.set_ready(true);
+    assert!(!in_rom.is_valid(&*mem));
+    assert!(matches!(in_rom.add_used(&*mem, 0, 0), Err(virtio_queue::Error::GuestMemory(e)) if permission_denied(&e)));
+
+    // Every write `Bytes` offers is refused; one from RAM into the ROM
+    // stops at the ROM, as at a hole.
+    let at = GuestAddress(ROM + 0x800);
+    let refused = [
+        mem.write(&[1; 8], at).map(|_| ()),
+        mem.write_slice(&[1; 8], at),
+        mem.write_obj(1u64, at),
+        mem.store(1u64, at, Ordering::Relaxed),
+        mem.read_volatile_from(at, &mut [1u8; 8].as_slice(), 8).map(|_| ()),
+        GuestMemory::get_slices(&*mem, at, 8, Permissions::Write)
+            .and_then(|mut s| s.next().expect("one slice").map(|_| ())),
+    ];
+    for result in refused {
+        assert!(result.as_ref().is_err_and(permission_denied), "{result:?}");
+    }
+    assert_eq!(mem.write(&[7; 16], GuestAddress(ROM - 8)).expect("RAM part"), 8);
+    assert!(matches!(
+        mem.write_slice(&[7; 16], GuestAddress(ROM - 8)),
+        Err(GuestMemoryError::PartialBuffer { expected: 16, completed: 8 })
+    ));
+    assert!(!GuestMemory::check_range(&*mem, at, 8, Permissions::Write));
+    assert!(!GuestMemory::check_range(&*mem, GuestAddress(ROM - 8), 16, Permissions::ReadWrite));
+    assert!(GuestMemory::check_range(&*mem, at, 8, Permissions::Read));
+
+    // Region accessors: `Bytes` reads and refuses writes; a slice or a host
+    // pointer, which the caller may write through, is refused.
+    let regions = mem.physical_memory().expect("no IOMMU");
+    let region = regions.find_region(at).expect("the ROM");
+    assert_eq!(region.read_obj::<u64>(MemoryRegionAddress(0x800)).expect("ROM"), mem.read_obj::<u64>(at).expect("ROM"));
+    assert!(region.write_obj(1u64, MemoryRegionAddress(0x800)).as_ref().is_err_and(permission_denied));
+    assert!(region.store(1u64, MemoryRegionAddress(0x800), Ordering::Relaxed).as_ref().is_err_and(permission_denied));
+    assert!(region.get_slice(MemoryRegionAddress(0x800), 8).is_err());
+    assert!(region.as_volatile_slice().is_err());
+    assert!(region.get_host_address(MemoryRegionAddress(0x800)).is_err());
+    assert!(regions.get_slice(at, 8).is_err());
+    assert!(regions.get_host_address(at).is_err());
+    assert!(regions.read_obj::<u64>(at).is_err(), "reads go through `mem`");
+
+    // Reads of the ROM through the adapter.
+    let mut whole = vec![0; ROM_LEN];
+    mem.read_slice(&mut whole, GuestAddress(ROM)).expect("ROM");
+    assert_eq!(whole, image);
+    assert_eq!(
+        mem.load::<u32>(GuestAddress(ROM + 0x2000), Ordering::Acquire).expect("ROM").to_ne_bytes(),
+        image[0x2000..0x2004]
+    );
+    let mut copied = Vec::new();
+    mem.write_all_volatile_to(GuestAddress(ROM - 8), &mut copied, 16).expect("RAM and ROM");
+    assert_eq!(copied[..8], [7; 8]);
+    assert_eq!(copied[8..], image[..8]);
+    let mut sliced = [0; 8];
+    for slice in GuestMemory::get_slices(&*mem, at, 8, Permissions::Read).expect("slices") {
+        slice.expect("readable").copy_to(&mut sliced);
+    }
+    assert_eq!(sliced, image[0x800..0x808]);
+    region.read_slice(&mut sliced, MemoryRegionAddress(ROM_LEN as u64 - 8)).expect("ROM");
+    assert_eq!(sliced, image[ROM_LEN - 8..]);
+
+    drop(mem);
+    writer.delete(key).expect("no snapshot held");
+    // SAFETY: the slot is deleted, so nothing reaches the mapping any more.
+    assert_eq!(unsafe { libc::munmap(rom, ROM_LEN) }, 0);
+}
+
 #[test]
 fn hot_plugged_slots_reach_a_running_device() {
     const RINGS: [u64; 3] = [0x1000, 0x2000, 0x3000];
@@ -400,8 +547,9 @@ fn hot_plugged_slots_reach_a_running_device() {
                 {
                     // Both plugged slots or neither, in every snapshot.
                     let mem = space.memory();
-                    let plugged = [PLUG, PLUG + PLUG_LEN].map(|gpa| mem.find_region(GuestAddress(gpa)).is_some());
-                    let count = mem.num_regions();
+                    let plugged =
+                        [PLUG, PLUG + PLUG_LEN].map(|gpa| mem.regions().find_region(GuestAddress(gpa)).is_some());
+                    let count = mem.regions().num_regions();
                     if plugged[0] != plugged[1] || count != if plugged[0] { 3 } else { 1 } {
                         return Err(format!("torn layout: {plugged:?}, {count} regions"));
                     }
@@ -483,8 +631,8 @@ fn snapshots_on_one_thread_share_a_layout_and_hold_the_writer() {
     let clone = first.clone();
     for snapshot in [&again, &clone] {
         assert_eq!(snapshot.view().generation(), generation);
-        assert!(snapshot.find_region(GuestAddress(0x80_0000)).is_none());
-        assert_eq!(snapshot.num_regions(), 2);
+        assert!(snapshot.regions().find_region(GuestAddress(0x80_0000)).is_none());
+        assert_eq!(snapshot.regions().num_regions(), 2);
     }
     drop(first);
     drop(again);
@@ -494,8 +642,8 @@ fn snapshots_on_one_thread_share_a_layout_and_hold_the_writer() {
     done_rx.recv_timeout(Duration::from_secs(20)).expect("writer done once every snapshot is dropped");
     let mut writer = writer_thread.join().expect("writer thread");
     let fresh = space.memory();
-    assert_eq!(fresh.num_regions(), 3);
-    assert!(fresh.find_region(GuestAddress(0x80_0000)).is_some());
+    assert_eq!(fresh.regions().num_regions(), 3);
+    assert!(fresh.regions().find_region(GuestAddress(0x80_0000)).is_some());
     // Without host memory: a region, but no access.
     assert!(matches!(fresh.read_obj::<u8>(GuestAddress(0x80_0000)), Err(GuestMemoryError::HostAddressNotAvailable)));
 
@@ -504,7 +652,7 @@ fn snapshots_on_one_thread_share_a_layout_and_hold_the_writer() {
     assert_eq!(writer.delete(key), Err(Error::ViewHeldByWriterThread));
     drop(fresh);
     writer.delete(key).expect("no snapshot held");
-    assert_eq!(GuestMemorySlots::new(slots).memory().num_regions(), 2);
+    assert_eq!(GuestMemorySlots::new(slots).memory().regions().num_regions(), 2);
 }
 
 #[test]
@@ -521,7 +669,7 @@ fn handles_name_an_address_space() {
     assert_eq!(smm.memory().read_obj::<u8>(GuestAddress(0x3_0000)).expect("SMRAM"), 0x5a);
     // Snapshots of two handles on one thread are independent.
     let (a, b) = (normal.memory(), smm.memory());
-    assert_eq!((a.num_regions(), b.num_regions()), (1, 1));
+    assert_eq!((a.regions().num_regions(), b.regions().num_regions()), (1, 1));
     assert_eq!(
         GuestMemorySlots::with_address_space(slots, 2).map(|_| ()),
         Err(Error::InvalidAddressSpace { as_id: 2 })
@@ -545,7 +693,7 @@ fn a_thread_lets_go_of_a_dropped_handle() {
         assert_eq!(Arc::strong_count(&ram), 2);
         // The first snapshot of another handle drops it.
         let other = GuestMemorySlots::new(map(1));
-        assert_eq!(other.memory().num_regions(), 0);
+        assert_eq!(other.memory().regions().num_regions(), 0);
         assert_eq!(Arc::strong_count(&ram), 1);
     })
     .join()

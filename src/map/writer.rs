@@ -167,6 +167,8 @@ impl<B: Backend> Writer<B> {
     /// this call until the [`Writer::delete`] of the slot returns (or this
     /// call returns an error). The crate accesses it only through raw
     /// pointers, and the caller makes no Rust reference to it meanwhile.
+    /// Memory of a READONLY slot may be mapped read-only: neither the
+    /// crate's accessors nor its vm-memory adapter ever write it.
     ///
     /// ```
     /// use memslots::{Config, Flags, Memslots, Region, PAGE_SIZE};

@@ -20,7 +20,8 @@ use crate::vm_memory::memory::SlotMemory;
 /// `GuestMemoryAtomic<GuestMemoryMmap>`. `Send + Sync`; clones share it.
 ///
 /// [`memory`](GuestAddressSpace::memory) takes a [`SlotSnapshot`] on the
-/// calling thread: wait-free, and allocation-free after the thread's first
+/// calling thread: one atomic exchange, wait-free where the hardware makes it
+/// so (see the crate docs), and allocation-free after the thread's first
 /// call. The rules for holding snapshots are in the
 /// [module docs](crate::vm_memory#rules-that-differ-from-guestmemoryatomic).
 #[derive(Clone)]
@@ -237,8 +238,8 @@ mod tests {
             let nested = a.memory();
             let other = b.memory();
             for snapshot in [&first, &clone, &nested, &other] {
-                assert_eq!(snapshot.num_regions(), usize::from(round) + 1);
-                let found = snapshot.find_region(GuestAddress(u64::from(round) << 12));
+                assert_eq!(snapshot.regions().num_regions(), usize::from(round) + 1);
+                let found = snapshot.regions().find_region(GuestAddress(u64::from(round) << 12));
                 assert_eq!(found.map(|r| r.start_addr()), Some(GuestAddress(u64::from(round) << 12)));
             }
             // Drop orders rotate with the round.
@@ -248,6 +249,6 @@ mod tests {
             }
         }
         drop(a.clone());
-        assert_eq!(b.memory().num_regions(), 4);
+        assert_eq!(b.memory().regions().num_regions(), 4);
     }
 }
