@@ -1074,9 +1074,12 @@ fn spin_pairs<'s>(
     })
 }
 
-/// Turning dirty logging on and off for several slots, one by one or in a
-/// batch, never holds the vCPUs (a flags change does not change what the
-/// guest sees), while the guest keeps running.
+/// Turning dirty logging on for several slots, one by one or in a batch,
+/// and off one by one, never holds the vCPUs (a flags change does not change
+/// what the guest sees), while the guest keeps running. A batch that turns
+/// logging off for several slots holds them once: each ioctl frees a log
+/// the backend harvested just before, and a write between the two must not
+/// be lost if a later change of the batch is refused.
 #[test]
 fn dirty_logging_never_pauses_the_guest() {
     let Some(kvm) = kvm() else { return };
@@ -1098,24 +1101,51 @@ fn dirty_logging_never_pauses_the_guest() {
                 assert_eq!(writer.set_flags(key(id), flags), Ok(Change::FlagsChanged));
                 wait_for(&iterations, 1);
             }
-            let mut batch = writer.batch();
-            for id in 1..=4u16 {
-                batch.set_flags(key(id), flags ^ Flags::LOG_DIRTY_PAGES);
-            }
-            assert_eq!(batch.commit().map_err(|e| e.error), Ok(vec![Change::FlagsChanged; 4]));
-            wait_for(&iterations, 1);
-            let mut batch = writer.batch();
-            for id in 1..=4u16 {
-                batch.set_flags(key(id), flags);
-            }
-            batch.commit().unwrap();
         }
-        let after = gate.stats();
+        let mut batch = writer.batch();
+        for id in 1..=4u16 {
+            batch.set_flags(key(id), Flags::LOG_DIRTY_PAGES);
+        }
+        assert_eq!(batch.commit().map_err(|e| e.error), Ok(vec![Change::FlagsChanged; 4]));
+        wait_for(&iterations, 1);
+        let on = gate.stats();
+        assert_eq!((on.holds, on.kicks), (before.holds, before.kicks), "turning logging on held the vCPU");
+        let mut batch = writer.batch();
+        for id in 1..=4u16 {
+            batch.set_flags(key(id), Flags::empty());
+        }
+        assert_eq!(batch.commit().map_err(|e| e.error), Ok(vec![Change::FlagsChanged; 4]));
+        wait_for(&iterations, 1);
+        let off = gate.stats();
         stop.store(true, SeqCst);
         observer.join().unwrap();
-        assert_eq!((after.holds, after.kicks), (before.holds, before.kicks), "no flags change held the vCPU");
+        assert_eq!(off.holds - on.holds, 1, "a batch that stops logging on several slots holds once");
     });
-    assert_eq!(guest.writer.backend().stats().quiesces, quiesces);
+    assert_eq!(guest.writer.backend().stats().quiesces, quiesces + 1);
+}
+
+/// A refused batch leaves dirty logging as it was, with every page the
+/// guest dirtied: here a batch turns logging off for one slot and then
+/// creates a slot over memory the backend was never given (`EFAULT`), so the
+/// first change is undone in the kernel.
+#[test]
+fn a_refused_batch_keeps_the_dirty_pages_of_a_slot_it_stopped_logging() {
+    let Some(kvm) = kvm() else { return };
+    let mut guest = Guest::new(&kvm, true);
+    let a = 0x40_0000u64;
+    guest.slot(1, a, 4, Flags::LOG_DIRTY_PAGES);
+    guest.writer.kvm_dirty_log(key(1)).unwrap();
+    let mut list: Vec<u8> = [a + 2 * PAGE_SIZE].iter().flat_map(|a| a.to_le_bytes()).collect();
+    list.extend_from_slice(&[0; 8]);
+    guest.write(PARAMS, &list);
+    start(&mut guest.vcpu, DIRTY, a, PARAMS, 0);
+    assert_eq!(next_exit(&mut guest.vcpu), Exit::Hlt);
+    let foreign =
+        Region { id: 2, as_id: 0, base_gfn: 0x80_0000 >> 12, npages: 1, hva: 0x7e00_0000_0000, flags: Flags::empty() };
+    let mut batch = guest.writer.batch();
+    batch.set_flags(key(1), Flags::empty()).create(foreign);
+    assert_eq!(batch.commit().map_err(|e| e.error), Err(Error::Backend { code: libc::EFAULT }));
+    assert_eq!(guest.writer.kvm_dirty_log(key(1)).unwrap(), [1 << 2], "the page dirtied before the refused batch");
 }
 
 /// A single create, move or delete is one ioctl, which KVM applies

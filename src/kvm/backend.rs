@@ -329,7 +329,7 @@ impl KvmBackend {
                 self.ioctl(&new, new.npages)?;
                 // A slot over the memory a slot of this call was deleted from
                 // takes the bits the kernel had for it.
-                let carried = match self.retired_over(change.key, &new) {
+                let carried = match self.retired_over(change.key, &new, &ram) {
                     Some(slot) if new.flags.contains(Flags::LOG_DIRTY_PAGES) => core::mem::take(&mut slot.carried),
                     _ => Vec::new(),
                 };
@@ -337,16 +337,15 @@ impl KvmBackend {
             }
             (Some(old), None) => {
                 // The kernel's log goes with the slot: keep what it holds.
-                let bits =
-                    if old.flags.contains(Flags::LOG_DIRTY_PAGES) { self.kernel_dirty_log(&old)? } else { Vec::new() };
-                self.ioctl(&old, 0)?;
-                if let Some(mut slot) = self.kernel.remove(&change.key) {
-                    or_into(&mut slot.carried, &bits);
+                self.harvest_before(change.key, &old, None, |backend| backend.ioctl(&old, 0))?;
+                if let Some(slot) = self.kernel.remove(&change.key) {
                     self.retired.push((change.key, slot));
                 }
             }
-            (Some(_), Some(new)) => {
-                self.ioctl(&new, new.npages)?;
+            (Some(old), Some(new)) => {
+                // A change that stops logging frees the kernel's log: keep
+                // what it holds, for an undo (a refused later change).
+                self.harvest_before(change.key, &old, Some(&new), |backend| backend.ioctl(&new, new.npages))?;
                 if let Some(slot) = self.kernel.get_mut(&change.key) {
                     slot.region = new;
                 }
@@ -356,11 +355,39 @@ impl KvmBackend {
         Ok(())
     }
 
+    /// Runs `ioctl`, which ends the kernel's log of `old` (a delete, or a
+    /// change to `new` without `LOG_DIRTY_PAGES`), after taking what the log
+    /// holds into the slot's carried bits, so that no page the guest dirtied
+    /// is lost whether the ioctl is refused, kept or undone.
+    fn harvest_before(
+        &mut self,
+        key: SlotKey,
+        old: &Region,
+        new: Option<&Region>,
+        ioctl: impl FnOnce(&mut Self) -> Result<(), i32>,
+    ) -> Result<(), i32> {
+        let logs = |r: &Region| r.flags.contains(Flags::LOG_DIRTY_PAGES);
+        if !logs(old) || new.is_some_and(logs) {
+            return ioctl(self);
+        }
+        let bits = self.kernel_dirty_log(old)?;
+        let result = ioctl(self);
+        if let Some(slot) = self.kernel.get_mut(&key) {
+            or_into(&mut slot.carried, &bits);
+        }
+        result
+    }
+
     /// The slot with `key` this call deleted from the kernel over the same
-    /// host range as `region`, the latest if several.
-    fn retired_over(&mut self, key: SlotKey, region: &Region) -> Option<&mut KernelSlot> {
+    /// memory as `region` (host range, READONLY and mapping), the latest if
+    /// several.
+    fn retired_over(&mut self, key: SlotKey, region: &Region, ram: &Arc<GuestRam>) -> Option<&mut KernelSlot> {
+        let readonly = |r: &Region| r.flags.contains(Flags::READONLY);
         let same = |(k, slot): &&mut (SlotKey, KernelSlot)| {
-            *k == key && (slot.region.hva, slot.region.npages) == (region.hva, region.npages)
+            *k == key
+                && (slot.region.hva, slot.region.npages, readonly(&slot.region))
+                    == (region.hva, region.npages, readonly(region))
+                && Arc::ptr_eq(&slot._ram, ram)
         };
         self.retired.iter_mut().rev().find(same).map(|(_, slot)| slot)
     }
@@ -379,11 +406,12 @@ impl KvmBackend {
         self.stats.undone += 1;
         let result = match (change.old, change.new) {
             (None, Some(new)) => {
-                let result = self.ioctl(&new, 0);
-                // Bits it took from a deleted slot go back there, for the
-                // undo of that delete.
+                // Pages the guest dirtied since the create, and bits it took
+                // from a deleted slot, go back there for the undo of that
+                // delete.
+                let result = self.harvest_before(change.key, &new, None, |backend| backend.ioctl(&new, 0));
                 if let Some(slot) = self.kernel.remove(&change.key) {
-                    if let Some(old) = self.retired_over(change.key, &new) {
+                    if let Some(old) = self.retired_over(change.key, &new, &slot._ram) {
                         or_into(&mut old.carried, &slot.carried);
                     }
                 }
@@ -427,11 +455,15 @@ fn kernel_limits(vm: &VmFd) -> (u32, u32) {
     (spaces as u32, slots as u32)
 }
 
-/// Whether the guest can see `change`: a create, delete or move. A flags
-/// change only turns dirty logging on or off (validation refuses a
-/// `READONLY` toggle).
-fn seen_by_guest(change: &SlotChange) -> bool {
-    !matches!(change.kind(), Change::FlagsChanged | Change::Unchanged)
+/// Whether the guest can see `change` (a create, delete or move), or its
+/// ioctl ends the kernel's dirty log (logging turned off): between the
+/// harvest before that ioctl and the ioctl a running vCPU's writes would go
+/// to a log about to be freed. A flags change otherwise only turns logging
+/// on (validation refuses a `READONLY` toggle).
+fn needs_hold(change: &SlotChange) -> bool {
+    let logs = |r: Option<Region>| r.is_some_and(|r| r.flags.contains(Flags::LOG_DIRTY_PAGES));
+    let stops_logging = logs(change.old) && !logs(change.new);
+    stops_logging || !matches!(change.kind(), Change::FlagsChanged | Change::Unchanged)
 }
 
 impl Backend for KvmBackend {
@@ -445,7 +477,7 @@ impl Backend for KvmBackend {
         // The call's last ioctl, if no hold is on yet, is its only one the
         // guest can see, which the kernel applies atomically.
         let last = self.pending + 1 >= self.announced;
-        if hold.is_none() && !last && seen_by_guest(change) {
+        if hold.is_none() && !last && needs_hold(change) {
             if let Some(gate) = &self.gate {
                 hold = Some(gate.hold());
                 self.stats.quiesces += 1;
@@ -480,7 +512,13 @@ impl Backend for KvmBackend {
         }
     }
 
-    fn commit(&mut self, _change: &SlotChange) {
+    fn commit(&mut self, change: &SlotChange) {
+        // A slot that no longer logs has no use for bits kept for an undo.
+        if let Some(new) = change.new.filter(|new| !new.flags.contains(Flags::LOG_DIRTY_PAGES)) {
+            if let Some(slot) = self.kernel.get_mut(&new.key()) {
+                slot.carried.clear();
+            }
+        }
         self.pending = self.pending.saturating_sub(1);
         if self.pending == 0 {
             // The kernel dropped these slots at `prepare`, and the writer's

@@ -346,10 +346,19 @@ impl GateVcpu {
             // `KVM_RUN` below.
             self.run.immediate_exit().store(0, Ordering::Relaxed);
         }
-        let result = vcpu.run();
+        // Leaves the gate when dropped, also if `run` unwinds: a vCPU left
+        // listed as running would be kicked (a signal to its thread) and
+        // waited for by every later hold.
+        let _leave = Leave(self);
+        vcpu.run()
+    }
+
+    /// Leaves the gate after `KVM_RUN`.
+    fn leave(&self) {
+        let shared = &*self.gate.shared;
         let mut state = lock(shared);
         // Parked again before the gate forgets the vCPU ran (module
-        // invariant 2). Relaxed: as above.
+        // invariant 2). Relaxed: as in `run`.
         self.run.immediate_exit().store(1, Ordering::Relaxed);
         if let Some(at) = state.running.iter().position(|r| r.token == self.token) {
             state.running.swap_remove(at);
@@ -357,13 +366,20 @@ impl GateVcpu {
         if state.running.is_empty() && state.holds > 0 {
             shared.drained.notify_all();
         }
-        drop(state);
-        result
     }
 
     /// The gate.
     pub fn gate(&self) -> &VcpuGate {
         &self.gate
+    }
+}
+
+/// Calls [`GateVcpu::leave`] when dropped.
+struct Leave<'a>(&'a GateVcpu);
+
+impl Drop for Leave<'_> {
+    fn drop(&mut self) {
+        self.0.leave();
     }
 }
 

@@ -68,7 +68,7 @@ pub use slot::Slot;
 pub use writer::Writer;
 
 use crate::backend::{Backend, NoBackend};
-use crate::base::addr::PAGE_SHIFT;
+use crate::base::addr::GFN_LIMIT;
 use crate::base::sync::Ordering;
 use crate::base::wait::{SpinThenYield, Wait};
 use crate::error::Error;
@@ -100,6 +100,26 @@ use space::AddressSpace;
 /// let config = Config::new(1, 512).with_phys_addr_bits(46);
 /// assert_eq!((config.address_spaces, config.max_slots, config.phys_addr_bits), (1, 512, 46));
 /// assert_eq!(config.max_gfn_end(), 1 << (46 - 12));
+///
+/// // A slot past the width is refused, as KVM refuses it (EINVAL), and
+/// // nothing changes; one that ends at the width is taken.
+/// use memslots::{Error, Flags, Memslots, Region, SlotKey, GFN_LIMIT};
+/// let slots = Memslots::new(config)?;
+/// let mut writer = slots.writer()?;
+/// let last = Region { id: 0, as_id: 0, base_gfn: (1 << 34) - 1, npages: 1, hva: 0x7f00_0000_0000, flags: Flags::empty() };
+/// writer.create(last)?;
+/// let past = Region { id: 1, base_gfn: 1 << 34, ..last };
+/// let error = writer.create(past).unwrap_err();
+/// assert_eq!(error, Error::BeyondPhysAddrWidth { key: SlotKey { id: 1, as_id: 0 }, bits: 46 });
+/// assert_eq!(error.errno(), 22);
+/// assert_eq!(slots.reader().pin().slots().count(), 1);
+///
+/// // Widths outside 13..=64 are refused; `max_gfn_end` never overflows.
+/// assert_eq!(Memslots::new(Config::default().with_phys_addr_bits(65)).unwrap_err(), Error::InvalidConfig);
+/// assert_eq!(Config::default().max_gfn_end(), GFN_LIMIT);
+/// assert_eq!(Config::default().with_phys_addr_bits(200).max_gfn_end(), GFN_LIMIT);
+/// assert_eq!(Config::default().with_phys_addr_bits(0).max_gfn_end(), 1);
+/// # Ok::<(), Error>(())
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -148,7 +168,17 @@ impl Config {
     /// One past the highest gfn a slot may hold: `2^(phys_addr_bits - 12)`
     /// (for 64 bits, the crate's [`GFN_LIMIT`](crate::GFN_LIMIT)).
     pub const fn max_gfn_end(&self) -> u64 {
-        1 << (self.phys_addr_bits as u32 - PAGE_SHIFT)
+        // Clamped so that no value of the public field can overflow: a
+        // width past 64 bits is the crate's limit, one below a page is one
+        // page (such configurations are refused by `Memslots::new`).
+        let bits = if self.phys_addr_bits > 64 {
+            64
+        } else if self.phys_addr_bits < 12 {
+            12
+        } else {
+            self.phys_addr_bits
+        };
+        GFN_LIMIT >> (64 - bits as u32)
     }
 
     fn is_valid(&self) -> bool {
