@@ -175,6 +175,16 @@ impl Guest {
     }
 
     /// Creates slot `id` of `pages` fresh pages at `gpa`, returns its RAM.
+    /// Runs the `dirty` program: the guest writes each address of `writes`
+    /// and reads `read`, then halts.
+    fn run_writes(&mut self, writes: &[u64], read: u64) {
+        let mut list: Vec<u8> = writes.iter().flat_map(|a| a.to_le_bytes()).collect();
+        list.extend_from_slice(&[0; 8]);
+        self.write(PARAMS, &list);
+        start(&mut self.vcpu, DIRTY, read, PARAMS, 0);
+        assert_eq!(next_exit(&mut self.vcpu), Exit::Hlt);
+    }
+
     fn slot(&mut self, id: u16, gpa: u64, pages: usize, flags: Flags) -> Arc<GuestRam> {
         let ram = self.writer.backend_mut().guest_ram(pages * PAGE_SIZE as usize).unwrap();
         self.writer.create_ram(key(id), gpa >> 12, flags, ram.clone()).unwrap();
@@ -508,16 +518,8 @@ fn dirty_log_guest_and_host() {
         }
         words
     };
-    let run_writes = |guest: &mut Guest, writes: &[u64], read: u64| {
-        let mut list: Vec<u8> = writes.iter().flat_map(|a| a.to_le_bytes()).collect();
-        list.extend_from_slice(&[0; 8]);
-        guest.write(PARAMS, &list);
-        start(&mut guest.vcpu, DIRTY, read, PARAMS, 0);
-        assert_eq!(next_exit(&mut guest.vcpu), Exit::Hlt);
-    };
-
     // Guest: pages 1, 5, 9 (twice), 70; reads page 7. Host: page 12.
-    run_writes(&mut guest, &[page(1), page(5), page(9), page(9) + 8, page(70) + 0xff0], page(7));
+    guest.run_writes(&[page(1), page(5), page(9), page(9) + 8, page(70) + 0xff0], page(7));
     guest.write(page(12) + 100, b"host");
     assert_eq!(guest.writer.kvm_dirty_log(key(1)).unwrap(), bits(&[1, 5, 9, 12, 70]));
     assert_eq!(guest.read_u32(page(5)), page(5) as u32, "the guest's write landed");
@@ -529,7 +531,7 @@ fn dirty_log_guest_and_host() {
     // Only the guest, after the slot moved (KVM keeps the log across a MOVE).
     guest.writer.move_to(key(1), 0x80_0000 >> 12).unwrap();
     let moved = |p: u64| 0x80_0000 + p * PAGE_SIZE;
-    run_writes(&mut guest, &[moved(3), moved(79)], moved(0));
+    guest.run_writes(&[moved(3), moved(79)], moved(0));
     assert_eq!(guest.writer.kvm_dirty_log(key(1)).unwrap(), bits(&[3, 79]));
 
     // A slot without the flag has no log.
@@ -550,26 +552,19 @@ fn dirty_pages_survive_slots_trading_places() {
     let (a, b, free) = (0x40_0000u64, 0x50_0000u64, 0x60_0000u64);
     guest.slot(1, a, 4, Flags::LOG_DIRTY_PAGES);
     guest.slot(2, b, 4, Flags::LOG_DIRTY_PAGES);
-    let run_writes = |guest: &mut Guest, writes: &[u64]| {
-        let mut list: Vec<u8> = writes.iter().flat_map(|a| a.to_le_bytes()).collect();
-        list.extend_from_slice(&[0; 8]);
-        guest.write(PARAMS, &list);
-        start(&mut guest.vcpu, DIRTY, a, PARAMS, 0);
-        assert_eq!(next_exit(&mut guest.vcpu), Exit::Hlt);
-    };
     for id in [1, 2] {
         guest.writer.kvm_dirty_log(key(id)).unwrap();
     }
     // The guest writes page 1 of slot 1 and page 2 of slot 2; nobody
     // harvests before the slots trade places.
-    run_writes(&mut guest, &[a + PAGE_SIZE, b + 2 * PAGE_SIZE]);
+    guest.run_writes(&[a + PAGE_SIZE, b + 2 * PAGE_SIZE], a);
     let mut batch = guest.writer.batch();
     batch.move_to(key(1), free >> 12).move_to(key(2), a >> 12).move_to(key(1), b >> 12);
     assert_eq!(batch.commit().map_err(|e| e.error), Ok(vec![Change::Moved; 3]));
     assert_eq!(guest.writer.kvm_dirty_log(key(1)).unwrap(), [1 << 1], "slot 1's page from before the trade");
     assert_eq!(guest.writer.kvm_dirty_log(key(2)).unwrap(), [1 << 2], "slot 2's page from before the trade");
     // And the kernel logs both at their new places.
-    run_writes(&mut guest, &[b + 3 * PAGE_SIZE, a]);
+    guest.run_writes(&[b + 3 * PAGE_SIZE, a], a);
     assert_eq!(guest.writer.kvm_dirty_log(key(1)).unwrap(), [1 << 3]);
     assert_eq!(guest.writer.kvm_dirty_log(key(2)).unwrap(), [1 << 0]);
 }
@@ -1135,11 +1130,7 @@ fn a_refused_batch_keeps_the_dirty_pages_of_a_slot_it_stopped_logging() {
     let a = 0x40_0000u64;
     guest.slot(1, a, 4, Flags::LOG_DIRTY_PAGES);
     guest.writer.kvm_dirty_log(key(1)).unwrap();
-    let mut list: Vec<u8> = [a + 2 * PAGE_SIZE].iter().flat_map(|a| a.to_le_bytes()).collect();
-    list.extend_from_slice(&[0; 8]);
-    guest.write(PARAMS, &list);
-    start(&mut guest.vcpu, DIRTY, a, PARAMS, 0);
-    assert_eq!(next_exit(&mut guest.vcpu), Exit::Hlt);
+    guest.run_writes(&[a + 2 * PAGE_SIZE], a);
     let foreign =
         Region { id: 2, as_id: 0, base_gfn: 0x80_0000 >> 12, npages: 1, hva: 0x7e00_0000_0000, flags: Flags::empty() };
     let mut batch = guest.writer.batch();
