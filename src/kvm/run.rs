@@ -93,18 +93,20 @@ impl RunMap {
 
     /// `kvm_run.exit_reason`.
     pub(crate) fn exit_reason(&self) -> u32 {
-        // SAFETY: in the mapping (see `immediate_exit`); the kernel writes
+        // In the mapping (see `immediate_exit`); the kernel writes
         // it only inside `KVM_RUN`, and the caller is the vCPU's thread
         // outside it (module invariant 1).
+        // SAFETY: as just said.
         unsafe { addr_of!((*self.run()).exit_reason).read() }
     }
 
     /// The port IO exit (`kvm_run.io`); meaningful after `KVM_EXIT_IO`.
     #[cfg(target_arch = "x86_64")]
     pub(crate) fn io(&self) -> KvmIo {
-        // SAFETY: as in `exit_reason`; every bit pattern is a valid `KvmIo`
+        // As in `exit_reason`; every bit pattern is a valid `KvmIo`
         // (integers only), so reading the union field is sound whatever the
         // last exit was.
+        // SAFETY: as just said.
         unsafe { addr_of!((*self.run()).__bindgen_anon_1.io).read() }
     }
 
@@ -166,9 +168,10 @@ mod tests {
                 }
             });
             for i in 0..100u64 {
-                // SAFETY: `bytes` checked that the 8 bytes lie in the
+                // `bytes` checked that the 8 bytes lie in the
                 // mapping, which outlives the scope; only this thread
                 // touches them.
+                // SAFETY: as just said.
                 unsafe { at.cast::<u64>().write_unaligned(i) };
             }
             assert_eq!(map.exit_reason(), 0);

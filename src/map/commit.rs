@@ -54,9 +54,10 @@ impl NetChange {
     }
 
     fn slot<'s>(slot: Option<SlotPtr>) -> Option<&'s Slot> {
-        // SAFETY: `before` is in both sets and `after` was made by this
+        // `before` is in both sets and `after` was made by this
         // batch; both are live until the batch frees them (a set holds only
         // live slots, invariant 6).
+        // SAFETY: as just said.
         slot.map(|slot| unsafe { slot.get() })
     }
 
@@ -188,10 +189,11 @@ impl<'a, B: Backend> Engine<'a, B> {
 
     /// Runs `f` on the inactive set of `as_id`.
     fn edit<R>(&self, as_id: u16, f: impl FnOnce(&mut Set) -> R) -> R {
-        // SAFETY: no reader is inside an inactive set once the grace period
+        // No reader is inside an inactive set once the grace period
         // after its swap has passed, and every swap is followed by one
         // before the engine edits (invariant 2); this is the one writer
         // (invariant 7).
+        // SAFETY: as just said.
         let set = unsafe { self.inner.spaces[usize::from(as_id)].inactive() };
         // SAFETY: as above; the reference ends with `f`, and the engine
         // holds no other reference into the set meanwhile.
@@ -337,9 +339,10 @@ impl<'a, B: Backend> Engine<'a, B> {
         if !last {
             // `plan` found `old` in this set and checked that `new` overlaps
             // nothing but `old`; the batch frees `new` only out of every set.
-            // SAFETY: `replace`'s contract, as just said: slot objects are
+            // `replace`'s contract, as just said: slot objects are
             // freed only once no set holds them (invariant 3), so `new` lives
             // while this set holds it (invariant 6).
+            // SAFETY: as just said.
             self.edit(key.as_id, |set| unsafe { set.replace(old, new) });
         }
         let (net_key, net) = &mut self.scratch.nets[self.scratch.net_of_op[index]];
@@ -552,10 +555,11 @@ impl<'a, B: Backend> Engine<'a, B> {
             for slot in [net.before, net.invalid_copy].into_iter().flatten() {
                 // The slot left both sets, and the grace period after the final
                 // swap has passed since it was last reachable.
-                // SAFETY: no set and no cache can hand it out and a grace
+                // No set and no cache can hand it out and a grace
                 // period has passed (invariant 3); a reader's own cache may
                 // still name it, but only for an older generation, which no
                 // view trusts (invariant 4).
+                // SAFETY: as just said.
                 unsafe { free_slot(self.inner, slot) };
             }
         }

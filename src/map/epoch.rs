@@ -335,9 +335,10 @@ impl<'a> Iterator for Entries<'a> {
     type Item = &'a Entry;
 
     fn next(&mut self) -> Option<&'a Entry> {
-        // SAFETY: `next` is null or an entry of the borrowed `Epochs`, which
+        // `next` is null or an entry of the borrowed `Epochs`, which
         // frees entries only when it drops, and links are fixed before
         // publication (invariant 8).
+        // SAFETY: as just said.
         let entry = unsafe { self.next.as_ref() }?;
         self.next = entry.next;
         Some(entry)

@@ -267,9 +267,10 @@ impl<V: Copy> GfnIndex<V> {
     #[inline(always)]
     unsafe fn linked(&self, n: u32) -> &Node<V> {
         debug_assert!((n as usize) < self.nodes.len());
-        // SAFETY: the root and every kid came from `alloc`, an index of
+        // The root and every kid came from `alloc`, an index of
         // `nodes`, and `nodes` never shrinks (index invariant 4); `n` is one
         // of them, as the caller promises.
+        // SAFETY: as just said.
         unsafe { self.nodes.get_unchecked(n as usize) }
     }
 

@@ -342,9 +342,10 @@ impl<'r> View<'r> {
 
     #[inline(always)]
     fn set(&self) -> &Set {
-        // SAFETY: the writer edits a set only a grace period after it stopped
+        // The writer edits a set only a grace period after it stopped
         // being active, and that grace period waits for this view
         // (`View::new`; invariant 2).
+        // SAFETY: as just said.
         unsafe { self.set.deref() }
     }
 
@@ -506,10 +507,11 @@ impl<'r> View<'r> {
         let set = self.set();
         let reader = self.reader();
         if let Some(cached) = reader.cache.get() {
-            // SAFETY: the view's generation is the cache's (`View::new`,
+            // The view's generation is the cache's (`View::new`,
             // invariant 4), so the slot was usable and came from the viewed
             // set, which is not edited while the view lives (invariant 2)
             // and holds only live slots (invariant 6).
+            // SAFETY: as just said.
             let slot = unsafe { cached.get() };
             slot.touch();
             if slot.contains(gfn) {

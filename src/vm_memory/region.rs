@@ -78,7 +78,7 @@ impl SlotRegion {
         }
         let host = self.host(offset, write)?;
         let bitmap = self.bitmap().slice_at(offset as usize);
-        // SAFETY: `with_bitmap`'s contract holds. `offset..end` lies in the
+        // `with_bitmap`'s contract holds. `offset..end` lies in the
         // slot, whose host memory stays mapped while the snapshot this
         // region borrows from lives: the slot object (holding its
         // `GuestRam`) is freed only a grace period after no set can hand it
@@ -90,6 +90,7 @@ impl SlotRegion {
         // made only for a caller that reads it (V4). The crate never makes
         // references into guest memory, so every other access is volatile
         // or a raw copy.
+        // SAFETY: as just said.
         Ok(unsafe { VolatileSlice::with_bitmap(host, count, bitmap, None) })
     }
 
