@@ -5,7 +5,6 @@ use core::fmt;
 
 use crate::backend::Backend;
 use crate::base::addr::Gfn;
-
 use crate::map::op::{BatchError, Op};
 #[cfg(feature = "std")]
 use crate::map::writer::owned_region;
